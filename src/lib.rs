@@ -1,0 +1,11 @@
+//! siprelay: bridges SIP calls and their G.711 RTP audio to WebSocket clients.
+//!
+//! The pure core (`wire`, `media::{g711, rtp, sdp, playout}`, `call::{state,
+//! ports, id}`) knows the protocols and the audio and never touches a socket
+//! or the clock. The shells around it (`sip`, `media::{engine, clock}`,
+//! `http`) do the IO. See the README's architecture section.
+
+pub mod call;
+pub mod config;
+pub mod media;
+pub mod wire;
