@@ -11,7 +11,11 @@ use serde::Deserialize;
 use thiserror::Error;
 
 #[derive(Debug, Parser, Default)]
-#[command(name = "siprelay", version, about = "Bridges SIP calls and their G.711 audio to WebSocket clients")]
+#[command(
+    name = "siprelay",
+    version,
+    about = "Bridges SIP calls and their G.711 audio to WebSocket clients"
+)]
 pub struct Cli {
     /// TOML file with any of the settings below (keys in snake_case).
     #[arg(long, env = "SIPRELAY_CONFIG", value_name = "FILE")]
@@ -79,9 +83,16 @@ pub struct Config {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("invalid {key}: {value:?}: {why}")]
-    Invalid { key: &'static str, value: String, why: String },
+    Invalid {
+        key: &'static str,
+        value: String,
+        why: String,
+    },
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
 }
@@ -118,15 +129,21 @@ impl Config {
     pub fn resolve(cli: &Cli, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let file = match &cli.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-                toml::from_str::<FileSettings>(&text)
-                    .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileSettings>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
             }
             None => FileSettings::default(),
         };
         let pick = |flag: &Option<String>, var: &str, from_file: &Option<String>| {
-            flag.clone().or_else(|| env(var)).or_else(|| from_file.clone())
+            flag.clone()
+                .or_else(|| env(var))
+                .or_else(|| from_file.clone())
         };
         let defaults = Config::default();
 
@@ -164,7 +181,10 @@ impl Config {
             None => defaults.rtp_ports,
         };
         let sip_server = match pick(&cli.sip_server, "SIP_SERVER", &file.sip_server) {
-            Some(v) => Some(parse_host_port("sip_server (--sip-server, SIP_SERVER)", &v)?),
+            Some(v) => Some(parse_host_port(
+                "sip_server (--sip-server, SIP_SERVER)",
+                &v,
+            )?),
             None => match env("SIP_SERVER_IP") {
                 Some(ip) => {
                     let port = env("SIP_SERVER_PORT").unwrap_or_else(|| "5060".into());
@@ -176,17 +196,25 @@ impl Config {
         };
         let ring_timeout = match cli.ring_timeout.clone().or_else(|| env("RING_TIMEOUT")) {
             Some(v) => parse_seconds("ring_timeout (--ring-timeout, RING_TIMEOUT)", &v)?,
-            None => file.ring_timeout.map(Duration::from_secs).unwrap_or(defaults.ring_timeout),
+            None => file
+                .ring_timeout
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.ring_timeout),
         };
         if ring_timeout.is_zero() {
             return Err(invalid("ring_timeout", "0", "must be at least 1 second"));
         }
-        let api_token = pick(&cli.api_token, "API_TOKEN", &file.api_token).filter(|t| !t.is_empty());
+        let api_token =
+            pick(&cli.api_token, "API_TOKEN", &file.api_token).filter(|t| !t.is_empty());
         let log_format = match pick(&cli.log_format, "LOG_FORMAT", &file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(invalid("log_format (--log-format, LOG_FORMAT)", other, "expected text or json"))
+                return Err(invalid(
+                    "log_format (--log-format, LOG_FORMAT)",
+                    other,
+                    "expected text or json",
+                ))
             }
         };
         let config = Config {
@@ -217,45 +245,73 @@ impl Config {
 }
 
 fn invalid(key: &'static str, value: &str, why: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, value: value.to_string(), why: why.into() }
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        why: why.into(),
+    }
 }
 
 fn parse_addr(key: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
-    v.trim().parse().map_err(|_| invalid(key, v, "expected IP:PORT, e.g. 127.0.0.1:5060"))
+    v.trim()
+        .parse()
+        .map_err(|_| invalid(key, v, "expected IP:PORT, e.g. 127.0.0.1:5060"))
 }
 
 fn parse_ip(key: &'static str, v: &str) -> Result<IpAddr, ConfigError> {
-    v.trim().parse().map_err(|_| invalid(key, v, "expected an IP address"))
+    v.trim()
+        .parse()
+        .map_err(|_| invalid(key, v, "expected an IP address"))
 }
 
 fn parse_port(key: &'static str, v: &str) -> Result<u16, ConfigError> {
-    v.trim().parse().map_err(|_| invalid(key, v, "expected a port number 0-65535"))
+    v.trim()
+        .parse()
+        .map_err(|_| invalid(key, v, "expected a port number 0-65535"))
 }
 
 fn parse_seconds(key: &'static str, v: &str) -> Result<Duration, ConfigError> {
-    v.trim().parse().map(Duration::from_secs).map_err(|_| invalid(key, v, "expected whole seconds"))
+    v.trim()
+        .parse()
+        .map(Duration::from_secs)
+        .map_err(|_| invalid(key, v, "expected whole seconds"))
 }
 
 fn parse_range(key: &'static str, v: &str) -> Result<(u16, u16), ConfigError> {
-    let (low, high) = v.split_once('-').ok_or_else(|| invalid(key, v, "expected LOW-HIGH, e.g. 20000-29999"))?;
-    let low: u16 = low.trim().parse().map_err(|_| invalid(key, v, "LOW is not a port number"))?;
-    let high: u16 = high.trim().parse().map_err(|_| invalid(key, v, "HIGH is not a port number"))?;
+    let (low, high) = v
+        .split_once('-')
+        .ok_or_else(|| invalid(key, v, "expected LOW-HIGH, e.g. 20000-29999"))?;
+    let low: u16 = low
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, v, "LOW is not a port number"))?;
+    let high: u16 = high
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, v, "HIGH is not a port number"))?;
     if low < 1024 {
         return Err(invalid(key, v, "ports below 1024 are reserved"));
     }
     if high <= low || (high - low) < 1 {
-        return Err(invalid(key, v, "needs at least one even/odd pair, LOW below HIGH"));
+        return Err(invalid(
+            key,
+            v,
+            "needs at least one even/odd pair, LOW below HIGH",
+        ));
     }
     Ok((low, high))
 }
 
 fn parse_host_port(key: &'static str, v: &str) -> Result<String, ConfigError> {
     let v = v.trim();
-    let (host, port) = v.rsplit_once(':').ok_or_else(|| invalid(key, v, "expected HOST:PORT"))?;
+    let (host, port) = v
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(key, v, "expected HOST:PORT"))?;
     if host.is_empty() || host.contains(|c: char| c.is_whitespace() || "@;<>\"/".contains(c)) {
         return Err(invalid(key, v, "bad host"));
     }
-    port.parse::<u16>().map_err(|_| invalid(key, v, "bad port"))?;
+    port.parse::<u16>()
+        .map_err(|_| invalid(key, v, "bad port"))?;
     Ok(v.to_string())
 }
 
@@ -265,8 +321,12 @@ mod tests {
     use std::collections::HashMap;
 
     fn resolve(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let cli = Cli::try_parse_from(std::iter::once("siprelay").chain(args.iter().copied())).unwrap();
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let cli =
+            Cli::try_parse_from(std::iter::once("siprelay").chain(args.iter().copied())).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::resolve(&cli, |k| env.get(k).cloned())
     }
 
@@ -285,7 +345,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("siprelay-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
-        std::fs::write(&file, "rtp_ports = \"40000-40100\"\nsip_server = \"10.0.0.5:5060\"\nring_timeout = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "rtp_ports = \"40000-40100\"\nsip_server = \"10.0.0.5:5060\"\nring_timeout = 7\n",
+        )
+        .unwrap();
         let f = file.to_str().unwrap();
         let c = resolve(&["--config", f], &[]).unwrap();
         assert_eq!(c.rtp_ports, (40000, 40100));
@@ -293,7 +357,11 @@ mod tests {
         assert_eq!(c.ring_timeout, Duration::from_secs(7));
         let c = resolve(&["--config", f], &[("RTP_PORTS", "41000-41100")]).unwrap();
         assert_eq!(c.rtp_ports, (41000, 41100));
-        let c = resolve(&["--config", f, "--rtp-ports", "42000-42100"], &[("RTP_PORTS", "41000-41100")]).unwrap();
+        let c = resolve(
+            &["--config", f, "--rtp-ports", "42000-42100"],
+            &[("RTP_PORTS", "41000-41100")],
+        )
+        .unwrap();
         assert_eq!(c.rtp_ports, (42000, 42100));
     }
 
@@ -301,7 +369,12 @@ mod tests {
     fn seed_relay_environment_names_work() {
         let c = resolve(
             &[],
-            &[("SIP_LOCAL_IP", "127.0.0.2"), ("SIP_LOCAL_PORT", "5070"), ("SIP_SERVER_IP", "127.0.0.3"), ("SIP_SERVER_PORT", "5080")],
+            &[
+                ("SIP_LOCAL_IP", "127.0.0.2"),
+                ("SIP_LOCAL_PORT", "5070"),
+                ("SIP_SERVER_IP", "127.0.0.3"),
+                ("SIP_SERVER_PORT", "5080"),
+            ],
         )
         .unwrap();
         assert_eq!(c.sip_listen, "127.0.0.2:5070".parse().unwrap());
@@ -311,7 +384,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(&[&str], &[(&str, &str)], &str); 7] = [
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case; 7] = [
             (&["--rtp-ports", "5-3"], &[], "rtp_ports"),
             (&["--rtp-ports", "30000"], &[], "rtp_ports"),
             (&["--sip-listen", "nonsense"], &[], "sip_listen"),
@@ -328,7 +402,11 @@ mod tests {
 
     #[test]
     fn token_allows_binding_off_loopback() {
-        let c = resolve(&["--http-listen", "0.0.0.0:8080", "--api-token", "s3cret"], &[]).unwrap();
+        let c = resolve(
+            &["--http-listen", "0.0.0.0:8080", "--api-token", "s3cret"],
+            &[],
+        )
+        .unwrap();
         assert_eq!(c.api_token.as_deref(), Some("s3cret"));
     }
 
@@ -338,7 +416,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "rtp_port = \"1-2\"\n").unwrap();
-        let e = resolve(&["--config", file.to_str().unwrap()], &[]).unwrap_err().to_string();
+        let e = resolve(&["--config", file.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("rtp_port"), "{e}");
     }
 }

@@ -6,6 +6,11 @@
 //! `http`) do the IO. See the README's architecture section.
 
 pub mod call;
+pub mod client;
 pub mod config;
+pub mod daemon;
+pub mod http;
 pub mod media;
+pub mod sip;
+pub mod switchboard;
 pub mod wire;

@@ -69,7 +69,10 @@ mod tests {
         assert_eq!(ids.len(), 100_000);
         for id in ids.iter().take(100) {
             assert_eq!(id.as_str().len(), 16);
-            assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(id
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         }
     }
 }

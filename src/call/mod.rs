@@ -1,7 +1,9 @@
 //! Calls: ids, the state machine, port pairs (pure), and the registry.
 
+pub mod handle;
 pub mod id;
 pub mod ports;
 pub mod state;
 
+pub use handle::{Call, Control};
 pub use id::CallId;

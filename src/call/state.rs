@@ -63,7 +63,10 @@ pub enum Input {
     /// Outbound: 200 OK arrived (the SIP layer ACKs it).
     Accepted,
     /// Outbound: a final failure response, or no response at all (408).
-    Failed { status: u16, reason: String },
+    Failed {
+        status: u16,
+        reason: String,
+    },
     /// Inbound: the caller sent CANCEL.
     RemoteCancel,
     /// The far end sent BYE.
@@ -95,7 +98,10 @@ pub enum Notice {
     Declined,
     /// The offer is gone: the caller cancelled, time ran out, or someone else took it.
     OfferWithdrawn,
-    Failed { status: u16, reason: String },
+    Failed {
+        status: u16,
+        reason: String,
+    },
     Bye,
 }
 
@@ -127,7 +133,12 @@ impl CallState {
     }
 
     pub fn outbound() -> Self {
-        CallState { direction: Direction::Outbound, phase: Phase::Dialing, ring_deadline: None, cause: None }
+        CallState {
+            direction: Direction::Outbound,
+            phase: Phase::Dialing,
+            ring_deadline: None,
+            cause: None,
+        }
     }
 
     pub fn phase(&self) -> Phase {
@@ -151,7 +162,10 @@ impl CallState {
         match self.poll_timeout() {
             Some(deadline) if now >= deadline => self.end(
                 EndCause::Timeout,
-                [Action::SendReject(480), Action::Notify(Notice::OfferWithdrawn)],
+                [
+                    Action::SendReject(480),
+                    Action::Notify(Notice::OfferWithdrawn),
+                ],
             ),
             _ => Vec::new(),
         }
@@ -159,29 +173,52 @@ impl CallState {
 
     pub fn handle_input(&mut self, input: Input) -> Result<Vec<Action>, WrongState> {
         use Phase::*;
-        let wrong = |what| Err(WrongState { phase: self.phase, what });
+        let wrong = |what| {
+            Err(WrongState {
+                phase: self.phase,
+                what,
+            })
+        };
         let actions = match (self.phase, input) {
-            (Ended, Input::OwnerGone | Input::Shutdown | Input::RemoteBye | Input::RemoteCancel) => Vec::new(),
+            (
+                Ended,
+                Input::OwnerGone | Input::Shutdown | Input::RemoteBye | Input::RemoteCancel,
+            ) => Vec::new(),
             (Ended, _) => return wrong("act on an ended call"),
 
             (Offered, Input::Answer) => {
                 self.phase = Connected;
-                vec![Action::SendOk, Action::StartMedia, Action::Notify(Notice::Connected)]
+                vec![
+                    Action::SendOk,
+                    Action::StartMedia,
+                    Action::Notify(Notice::Connected),
+                ]
             }
             (_, Input::Answer) => return wrong("answer"),
             (Offered, Input::Reject(status)) => self.end(
                 EndCause::Local,
-                [Action::SendReject(status), Action::Notify(Notice::OfferWithdrawn)],
+                [
+                    Action::SendReject(status),
+                    Action::Notify(Notice::OfferWithdrawn),
+                ],
             ),
             (_, Input::Reject(_)) => return wrong("reject"),
-            (Offered, Input::Hangup) => {
-                self.end(EndCause::Local, [Action::SendReject(486), Action::Notify(Notice::OfferWithdrawn)])
-            }
+            (Offered, Input::Hangup) => self.end(
+                EndCause::Local,
+                [
+                    Action::SendReject(486),
+                    Action::Notify(Notice::OfferWithdrawn),
+                ],
+            ),
             // An offered call has no owner yet, so it cannot lose one.
             (Offered, Input::OwnerGone) => Vec::new(),
-            (Offered, Input::Shutdown) => {
-                self.end(EndCause::Shutdown, [Action::SendReject(503), Action::Notify(Notice::OfferWithdrawn)])
-            }
+            (Offered, Input::Shutdown) => self.end(
+                EndCause::Shutdown,
+                [
+                    Action::SendReject(503),
+                    Action::Notify(Notice::OfferWithdrawn),
+                ],
+            ),
             (Offered, Input::RemoteCancel) => {
                 self.end(EndCause::Remote, [Action::Notify(Notice::OfferWithdrawn)])
             }
@@ -201,10 +238,13 @@ impl CallState {
                 vec![Action::StartMedia, Action::Notify(Notice::Connected)]
             }
             // 200 OK crossed our CANCEL: the call exists now, so end it properly.
-            (Cancelling, Input::Accepted) => {
-                self.end(EndCause::Local, [Action::SendBye, Action::Notify(Notice::Bye)])
+            (Cancelling, Input::Accepted) => self.end(
+                EndCause::Local,
+                [Action::SendBye, Action::Notify(Notice::Bye)],
+            ),
+            (Cancelling, Input::Failed { .. }) => {
+                self.end(EndCause::Local, [Action::Notify(Notice::Bye)])
             }
-            (Cancelling, Input::Failed { .. }) => self.end(EndCause::Local, [Action::Notify(Notice::Bye)]),
             (Dialing | Ringing, Input::Failed { status, reason }) => {
                 let notice = match status {
                     486 | 600 | 603 => Notice::Declined,
@@ -214,19 +254,28 @@ impl CallState {
             }
             (Cancelling, Input::Hangup | Input::OwnerGone | Input::Shutdown) => Vec::new(),
 
-            (Connected, Input::Hangup | Input::OwnerGone) => {
-                self.end(EndCause::Local, [Action::SendBye, Action::Notify(Notice::Bye)])
-            }
-            (Connected, Input::Shutdown) => {
-                self.end(EndCause::Shutdown, [Action::SendBye, Action::Notify(Notice::Bye)])
-            }
+            (Connected, Input::Hangup | Input::OwnerGone) => self.end(
+                EndCause::Local,
+                [Action::SendBye, Action::Notify(Notice::Bye)],
+            ),
+            (Connected, Input::Shutdown) => self.end(
+                EndCause::Shutdown,
+                [Action::SendBye, Action::Notify(Notice::Bye)],
+            ),
             (Connected | Cancelling | Dialing | Ringing, Input::RemoteBye) => {
                 self.end(EndCause::Remote, [Action::Notify(Notice::Bye)])
             }
-            (Connected, Input::Provisional(_) | Input::Accepted | Input::Failed { .. }) => Vec::new(),
-            (_, Input::RemoteCancel | Input::RemoteBye | Input::Provisional(_) | Input::Accepted | Input::Failed { .. }) => {
-                return wrong("take this SIP event")
+            (Connected, Input::Provisional(_) | Input::Accepted | Input::Failed { .. }) => {
+                Vec::new()
             }
+            (
+                _,
+                Input::RemoteCancel
+                | Input::RemoteBye
+                | Input::Provisional(_)
+                | Input::Accepted
+                | Input::Failed { .. },
+            ) => return wrong("take this SIP event"),
         };
         Ok(actions)
     }
@@ -255,25 +304,47 @@ mod tests {
         let (mut c, _) = offered();
         assert_eq!(
             c.handle_input(Input::Answer).unwrap(),
-            [Action::SendOk, Action::StartMedia, Action::Notify(Notice::Connected)]
+            [
+                Action::SendOk,
+                Action::StartMedia,
+                Action::Notify(Notice::Connected)
+            ]
         );
-        assert_eq!(c.handle_input(Input::Answer), Err(WrongState { phase: Phase::Connected, what: "answer" }));
+        assert_eq!(
+            c.handle_input(Input::Answer),
+            Err(WrongState {
+                phase: Phase::Connected,
+                what: "answer"
+            })
+        );
         assert_eq!(
             c.handle_input(Input::RemoteBye).unwrap(),
-            [Action::Notify(Notice::Bye), Action::Finish(EndCause::Remote)]
+            [
+                Action::Notify(Notice::Bye),
+                Action::Finish(EndCause::Remote)
+            ]
         );
         assert_eq!(c.phase(), Phase::Ended);
-        assert_eq!(c.handle_input(Input::Hangup).unwrap_err().phase, Phase::Ended);
+        assert_eq!(
+            c.handle_input(Input::Hangup).unwrap_err().phase,
+            Phase::Ended
+        );
     }
 
     #[test]
     fn inbound_ring_timeout_rejects_with_480_exactly_at_the_deadline() {
         let (mut c, t0) = offered();
         assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(30)));
-        assert!(c.handle_timeout(t0 + Duration::from_millis(29_999)).is_empty());
+        assert!(c
+            .handle_timeout(t0 + Duration::from_millis(29_999))
+            .is_empty());
         assert_eq!(
             c.handle_timeout(t0 + Duration::from_secs(30)),
-            [Action::SendReject(480), Action::Notify(Notice::OfferWithdrawn), Action::Finish(EndCause::Timeout)]
+            [
+                Action::SendReject(480),
+                Action::Notify(Notice::OfferWithdrawn),
+                Action::Finish(EndCause::Timeout)
+            ]
         );
         assert_eq!(c.poll_timeout(), None);
     }
@@ -289,14 +360,23 @@ mod tests {
     #[test]
     fn inbound_reject_cancel_and_shutdown() {
         let (mut c, _) = offered();
-        assert_eq!(c.handle_input(Input::Reject(603)).unwrap()[0], Action::SendReject(603));
+        assert_eq!(
+            c.handle_input(Input::Reject(603)).unwrap()[0],
+            Action::SendReject(603)
+        );
         let (mut c, _) = offered();
         assert_eq!(
             c.handle_input(Input::RemoteCancel).unwrap(),
-            [Action::Notify(Notice::OfferWithdrawn), Action::Finish(EndCause::Remote)]
+            [
+                Action::Notify(Notice::OfferWithdrawn),
+                Action::Finish(EndCause::Remote)
+            ]
         );
         let (mut c, _) = offered();
-        assert_eq!(c.handle_input(Input::Shutdown).unwrap()[0], Action::SendReject(503));
+        assert_eq!(
+            c.handle_input(Input::Shutdown).unwrap()[0],
+            Action::SendReject(503)
+        );
         let (mut c, _) = offered();
         assert!(c.handle_input(Input::OwnerGone).unwrap().is_empty());
         assert_eq!(c.phase(), Phase::Offered);
@@ -305,15 +385,25 @@ mod tests {
     #[test]
     fn outbound_ringing_answered_and_local_hangup() {
         let mut c = CallState::outbound();
-        assert_eq!(c.handle_input(Input::Provisional(180)).unwrap(), [Action::Notify(Notice::Ringing)]);
-        assert!(c.handle_input(Input::Provisional(183)).unwrap().is_empty(), "RINGING only once");
+        assert_eq!(
+            c.handle_input(Input::Provisional(180)).unwrap(),
+            [Action::Notify(Notice::Ringing)]
+        );
+        assert!(
+            c.handle_input(Input::Provisional(183)).unwrap().is_empty(),
+            "RINGING only once"
+        );
         assert_eq!(
             c.handle_input(Input::Accepted).unwrap(),
             [Action::StartMedia, Action::Notify(Notice::Connected)]
         );
         assert_eq!(
             c.handle_input(Input::Hangup).unwrap(),
-            [Action::SendBye, Action::Notify(Notice::Bye), Action::Finish(EndCause::Local)]
+            [
+                Action::SendBye,
+                Action::Notify(Notice::Bye),
+                Action::Finish(EndCause::Local)
+            ]
         );
     }
 
@@ -322,11 +412,25 @@ mod tests {
         for (status, notice) in [
             (486, Notice::Declined),
             (603, Notice::Declined),
-            (404, Notice::Failed { status: 404, reason: "Not Found".into() }),
+            (
+                404,
+                Notice::Failed {
+                    status: 404,
+                    reason: "Not Found".into(),
+                },
+            ),
         ] {
             let mut c = CallState::outbound();
-            let actions = c.handle_input(Input::Failed { status, reason: "Not Found".into() }).unwrap();
-            assert_eq!(actions, [Action::Notify(notice), Action::Finish(EndCause::Remote)]);
+            let actions = c
+                .handle_input(Input::Failed {
+                    status,
+                    reason: "Not Found".into(),
+                })
+                .unwrap();
+            assert_eq!(
+                actions,
+                [Action::Notify(notice), Action::Finish(EndCause::Remote)]
+            );
         }
     }
 
@@ -336,7 +440,11 @@ mod tests {
         assert_eq!(c.handle_input(Input::Hangup).unwrap(), [Action::SendCancel]);
         assert_eq!(c.phase(), Phase::Cancelling);
         assert_eq!(
-            c.handle_input(Input::Failed { status: 487, reason: "Request Terminated".into() }).unwrap(),
+            c.handle_input(Input::Failed {
+                status: 487,
+                reason: "Request Terminated".into()
+            })
+            .unwrap(),
             [Action::Notify(Notice::Bye), Action::Finish(EndCause::Local)]
         );
 
@@ -344,7 +452,11 @@ mod tests {
         c.handle_input(Input::OwnerGone).unwrap();
         assert_eq!(
             c.handle_input(Input::Accepted).unwrap(),
-            [Action::SendBye, Action::Notify(Notice::Bye), Action::Finish(EndCause::Local)]
+            [
+                Action::SendBye,
+                Action::Notify(Notice::Bye),
+                Action::Finish(EndCause::Local)
+            ]
         );
     }
 

@@ -116,7 +116,11 @@ const fn alaw_from_13bit(mut pcm: i32) -> u8 {
     if seg >= 8 {
         (0x7F ^ mask) as u8
     } else {
-        let quant = if seg < 2 { (pcm >> 1) & 0xF } else { (pcm >> seg) & 0xF };
+        let quant = if seg < 2 {
+            (pcm >> 1) & 0xF
+        } else {
+            (pcm >> seg) & 0xF
+        };
         (((seg << 4) | quant) ^ mask) as u8
     }
 }
@@ -125,7 +129,11 @@ const fn mulaw_to_linear(byte: u8) -> i16 {
     let u = !byte as i32;
     let mut t = ((u & 0x0F) << 3) + MULAW_BIAS;
     t <<= (u & 0x70) >> 4;
-    (if u & 0x80 != 0 { MULAW_BIAS - t } else { t - MULAW_BIAS }) as i16
+    (if u & 0x80 != 0 {
+        MULAW_BIAS - t
+    } else {
+        t - MULAW_BIAS
+    }) as i16
 }
 
 const fn alaw_to_linear(byte: u8) -> i16 {

@@ -5,3 +5,6 @@ pub mod g711;
 pub mod playout;
 pub mod rtp;
 pub mod sdp;
+
+pub mod clock;
+pub mod session;

@@ -34,7 +34,11 @@ impl PlayoutQueue {
     const RETAINED_SAMPLES: usize = 8 * FRAME_SAMPLES;
 
     pub fn new(capacity: usize) -> Self {
-        PlayoutQueue { samples: VecDeque::new(), capacity, pending_byte: None }
+        PlayoutQueue {
+            samples: VecDeque::new(),
+            capacity,
+            pending_byte: None,
+        }
     }
 
     /// Samples waiting.
@@ -63,13 +67,20 @@ impl PlayoutQueue {
         let room = self.capacity - self.samples.len();
         let whole = bytes.len() / 2;
         let take = whole.min(room);
-        self.samples.extend(bytes[..take * 2].chunks_exact(2).map(|p| i16::from_le_bytes([p[0], p[1]])));
+        self.samples.extend(
+            bytes[..take * 2]
+                .chunks_exact(2)
+                .map(|p| i16::from_le_bytes([p[0], p[1]])),
+        );
         dropped += whole - take;
         if bytes.len() % 2 == 1 {
             self.pending_byte = Some(bytes[bytes.len() - 1]);
         }
         if dropped > 0 {
-            return Err(QueueFull { dropped, capacity: self.capacity });
+            return Err(QueueFull {
+                dropped,
+                capacity: self.capacity,
+            });
         }
         Ok(())
     }
@@ -80,7 +91,10 @@ impl PlayoutQueue {
         self.samples.extend(&pcm[..take]);
         match pcm.len() - take {
             0 => Ok(()),
-            dropped => Err(QueueFull { dropped, capacity: self.capacity }),
+            dropped => Err(QueueFull {
+                dropped,
+                capacity: self.capacity,
+            }),
         }
     }
 
@@ -137,7 +151,10 @@ mod tests {
         assert_eq!(frame[0], 160);
         assert_eq!(q.pop_frame(&mut frame), 80);
         assert_eq!(frame[79], 399);
-        assert!(frame[80..].iter().all(|&s| s == 0), "tail padded with silence");
+        assert!(
+            frame[80..].iter().all(|&s| s == 0),
+            "tail padded with silence"
+        );
         assert_eq!(q.pop_frame(&mut frame), 0);
         assert!(frame.iter().all(|&s| s == 0));
     }
@@ -146,9 +163,21 @@ mod tests {
     fn bounded_and_reports_what_it_dropped() {
         let mut q = PlayoutQueue::new(100);
         assert_eq!(q.push_samples(&[1; 60]), Ok(()));
-        assert_eq!(q.push_samples(&[2; 60]), Err(QueueFull { dropped: 20, capacity: 100 }));
+        assert_eq!(
+            q.push_samples(&[2; 60]),
+            Err(QueueFull {
+                dropped: 20,
+                capacity: 100
+            })
+        );
         assert_eq!(q.len(), 100);
-        assert_eq!(q.push_le_bytes(&le([3; 10])), Err(QueueFull { dropped: 10, capacity: 100 }));
+        assert_eq!(
+            q.push_le_bytes(&le([3; 10])),
+            Err(QueueFull {
+                dropped: 10,
+                capacity: 100
+            })
+        );
         let mut frame = [0i16; FRAME_SAMPLES];
         assert_eq!(q.pop_frame(&mut frame), 100);
         assert_eq!(frame[59], 1);

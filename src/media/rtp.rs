@@ -40,9 +40,7 @@ impl<'a> RtpPacket<'a> {
         let csrc_count = (buf[0] & 0x0F) as usize;
         let mut start = HEADER_LEN + 4 * csrc_count;
         if extension {
-            let words = buf
-                .get(start + 2..start + 4)
-                .ok_or(RtpError::Truncated)?;
+            let words = buf.get(start + 2..start + 4).ok_or(RtpError::Truncated)?;
             start += 4 + 4 * u16::from_be_bytes([words[0], words[1]]) as usize;
         }
         let mut end = buf.len();

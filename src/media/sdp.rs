@@ -36,8 +36,14 @@ pub struct Codec {
 }
 
 impl Codec {
-    pub const PCMU: Codec = Codec { law: Law::Mu, payload_type: PT_PCMU };
-    pub const PCMA: Codec = Codec { law: Law::A, payload_type: PT_PCMA };
+    pub const PCMU: Codec = Codec {
+        law: Law::Mu,
+        payload_type: PT_PCMU,
+    };
+    pub const PCMA: Codec = Codec {
+        law: Law::A,
+        payload_type: PT_PCMA,
+    };
 
     pub fn name(self) -> &'static str {
         match self.law {
@@ -70,7 +76,9 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
 
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
-        let Some((kind, value)) = line.split_once('=') else { continue };
+        let Some((kind, value)) = line.split_once('=') else {
+            continue;
+        };
         match kind {
             "m" => {
                 // Only the first audio stream counts; later streams are ignored.
@@ -104,22 +112,36 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
     let (port, formats) = audio.ok_or(SdpError::NoAudio)?;
     let ip = media_ip.or(session_ip).ok_or(SdpError::NoConnection)?;
     let encoding_of = |pt: u8| -> Option<&str> {
-        rtpmaps.iter().find(|(p, _)| *p == pt).map(|(_, e)| e.as_str())
+        rtpmaps
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, e)| e.as_str())
     };
     let codec = formats
         .iter()
         .find_map(|&pt| match (pt, encoding_of(pt)) {
-            (_, Some(e)) if e.starts_with("PCMU/8000") => Some(Codec { law: Law::Mu, payload_type: pt }),
-            (_, Some(e)) if e.starts_with("PCMA/8000") => Some(Codec { law: Law::A, payload_type: pt }),
+            (_, Some(e)) if e.starts_with("PCMU/8000") => Some(Codec {
+                law: Law::Mu,
+                payload_type: pt,
+            }),
+            (_, Some(e)) if e.starts_with("PCMA/8000") => Some(Codec {
+                law: Law::A,
+                payload_type: pt,
+            }),
             (PT_PCMU, None) => Some(Codec::PCMU),
             (PT_PCMA, None) => Some(Codec::PCMA),
             _ => None,
         })
         .ok_or(SdpError::NoCommonCodec)?;
-    let telephone_event = formats.iter().copied().find(|&pt| {
-        encoding_of(pt).is_some_and(|e| e.starts_with("TELEPHONE-EVENT/8000"))
-    });
-    Ok(RemoteMedia { rtp: SocketAddr::new(ip, port), codec, telephone_event })
+    let telephone_event = formats
+        .iter()
+        .copied()
+        .find(|&pt| encoding_of(pt).is_some_and(|e| e.starts_with("TELEPHONE-EVENT/8000")));
+    Ok(RemoteMedia {
+        rtp: SocketAddr::new(ip, port),
+        codec,
+        telephone_event,
+    })
 }
 
 fn parse_media_line(value: &str) -> Result<(u16, Vec<u8>), SdpError> {
@@ -128,12 +150,20 @@ fn parse_media_line(value: &str) -> Result<(u16, Vec<u8>), SdpError> {
     let _media = fields.next().ok_or_else(bad)?;
     // "port" or "port/count"
     let port = fields.next().ok_or_else(bad)?;
-    let port = port.split('/').next().unwrap_or(port).parse::<u16>().map_err(|_| bad())?;
+    let port = port
+        .split('/')
+        .next()
+        .unwrap_or(port)
+        .parse::<u16>()
+        .map_err(|_| bad())?;
     let proto = fields.next().ok_or_else(bad)?;
     if !proto.starts_with("RTP/") {
         return Err(bad());
     }
-    let formats = fields.filter_map(|f| f.parse::<u8>().ok()).filter(|pt| *pt < 128).collect();
+    let formats = fields
+        .filter_map(|f| f.parse::<u8>().ok())
+        .filter(|pt| *pt < 128)
+        .collect();
     Ok((port, formats))
 }
 
@@ -161,7 +191,14 @@ pub fn build(
     let ip_kind = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let mut formats: Vec<(u8, &str)> = match codec {
         None => vec![(PT_PCMU, "PCMU/8000"), (PT_PCMA, "PCMA/8000")],
-        Some(c) => vec![(c.payload_type, if c.law == Law::Mu { "PCMU/8000" } else { "PCMA/8000" })],
+        Some(c) => vec![(
+            c.payload_type,
+            if c.law == Law::Mu {
+                "PCMU/8000"
+            } else {
+                "PCMA/8000"
+            },
+        )],
     };
     let te = match codec {
         None => Some(PT_TELEPHONE_EVENT),
@@ -216,9 +253,16 @@ a=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-15\r\n";
 
     #[test]
     fn dynamic_payload_type_mapped_to_pcmu() {
-        let sdp = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 5004 RTP/AVP 97\r\na=rtpmap:97 pcmu/8000\r\n";
+        let sdp =
+            "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 5004 RTP/AVP 97\r\na=rtpmap:97 pcmu/8000\r\n";
         let m = parse(sdp.as_bytes()).unwrap();
-        assert_eq!(m.codec, Codec { law: Law::Mu, payload_type: 97 });
+        assert_eq!(
+            m.codec,
+            Codec {
+                law: Law::Mu,
+                payload_type: 97
+            }
+        );
     }
 
     #[test]
@@ -229,7 +273,10 @@ a=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-15\r\n";
         assert_eq!(parse(video.as_bytes()), Err(SdpError::NoAudio));
         let no_c = "v=0\r\nm=audio 5004 RTP/AVP 0\r\n";
         assert_eq!(parse(no_c.as_bytes()), Err(SdpError::NoConnection));
-        assert!(matches!(parse(b"m=audio x RTP/AVP 0"), Err(SdpError::BadMedia(_))));
+        assert!(matches!(
+            parse(b"m=audio x RTP/AVP 0"),
+            Err(SdpError::BadMedia(_))
+        ));
         assert_eq!(parse(&[0xFF, 0xFE]), Err(SdpError::NotUtf8));
     }
 

@@ -50,15 +50,22 @@ impl AudioPayload<'_> {
 pub fn parse(dialect: Dialect, args: Option<&str>) -> Result<Command<'_>, ProtocolError> {
     let args = args.unwrap_or_default();
     if dialect == Dialect::Legacy {
-        return Ok(Command::Audio { call: None, payload: AudioPayload::Hex(args) });
+        return Ok(Command::Audio {
+            call: None,
+            payload: AudioPayload::Hex(args),
+        });
     }
     let mut parts = split_args(args);
     let first = parts.next().unwrap_or_default();
     match (parts.next(), parts.next()) {
-        (None, _) => Ok(Command::Audio { call: None, payload: AudioPayload::Base64(first) }),
-        (Some(audio), None) if !first.is_empty() => {
-            Ok(Command::Audio { call: Some(first), payload: AudioPayload::Base64(audio) })
-        }
+        (None, _) => Ok(Command::Audio {
+            call: None,
+            payload: AudioPayload::Base64(first),
+        }),
+        (Some(audio), None) if !first.is_empty() => Ok(Command::Audio {
+            call: Some(first),
+            payload: AudioPayload::Base64(audio),
+        }),
         _ => Err(ProtocolError::bad_request(format!(
             "RTP takes {{call_id}}##{{base64}}, got {}",
             truncate_for_error(args)
@@ -75,8 +82,10 @@ fn decode_hex(s: &[u8], out: &mut Vec<u8>) -> Result<(), ProtocolError> {
             _ => None,
         }
     }
-    if s.len() % 2 != 0 {
-        return Err(ProtocolError::bad_request("bad hex audio: odd number of digits"));
+    if !s.len().is_multiple_of(2) {
+        return Err(ProtocolError::bad_request(
+            "bad hex audio: odd number of digits",
+        ));
     }
     out.reserve(s.len() / 2);
     for pair in s.chunks_exact(2) {
@@ -117,7 +126,9 @@ mod tests {
 
     #[test]
     fn v1_audio_with_and_without_call_id() {
-        let Command::Audio { call, payload } = Command::parse(Dialect::V1, "RTP:abc##AAEC").unwrap() else {
+        let Command::Audio { call, payload } =
+            Command::parse(Dialect::V1, "RTP:abc##AAEC").unwrap()
+        else {
             panic!()
         };
         assert_eq!(call, Some("abc"));
@@ -125,7 +136,8 @@ mod tests {
         payload.decode_into(&mut buf).unwrap();
         assert_eq!(buf, [0, 1, 2]);
 
-        let Command::Audio { call, payload } = Command::parse(Dialect::V1, "RTP:AAEC").unwrap() else {
+        let Command::Audio { call, payload } = Command::parse(Dialect::V1, "RTP:AAEC").unwrap()
+        else {
             panic!()
         };
         assert_eq!(call, None);
@@ -138,24 +150,46 @@ mod tests {
         let mut buf = Vec::new();
         AudioPayload::Base64("AAE").decode_into(&mut buf).unwrap();
         assert_eq!(buf, [0, 1]);
-        let e = AudioPayload::Base64("!!!!").decode_into(&mut buf).unwrap_err();
+        let e = AudioPayload::Base64("!!!!")
+            .decode_into(&mut buf)
+            .unwrap_err();
         assert_eq!(e.code, 400);
         assert!(e.message.starts_with("bad base64 audio"));
-        assert_eq!(Command::parse(Dialect::V1, "RTP:a##b##c").unwrap_err().code, 400);
-        assert_eq!(Command::parse(Dialect::V1, "RTP:##AAEC").unwrap_err().code, 400);
+        assert_eq!(
+            Command::parse(Dialect::V1, "RTP:a##b##c").unwrap_err().code,
+            400
+        );
+        assert_eq!(
+            Command::parse(Dialect::V1, "RTP:##AAEC").unwrap_err().code,
+            400
+        );
     }
 
     #[test]
     fn legacy_audio_is_hex_both_ways() {
-        let Command::Audio { call, payload } = Command::parse(Dialect::Legacy, "RTP:00ff10").unwrap() else {
+        let Command::Audio { call, payload } =
+            Command::parse(Dialect::Legacy, "RTP:00ff10").unwrap()
+        else {
             panic!()
         };
         assert_eq!(call, None);
         let mut buf = Vec::new();
         payload.decode_into(&mut buf).unwrap();
         assert_eq!(buf, [0x00, 0xFF, 0x10]);
-        assert_eq!(AudioPayload::Hex("0g").decode_into(&mut buf).unwrap_err().code, 400);
-        assert_eq!(AudioPayload::Hex("abc").decode_into(&mut buf).unwrap_err().code, 400);
+        assert_eq!(
+            AudioPayload::Hex("0g")
+                .decode_into(&mut buf)
+                .unwrap_err()
+                .code,
+            400
+        );
+        assert_eq!(
+            AudioPayload::Hex("abc")
+                .decode_into(&mut buf)
+                .unwrap_err()
+                .code,
+            400
+        );
 
         let mut out = String::new();
         write_event(Dialect::Legacy, "ignored", &[0x00, 0xAB], &mut out);
@@ -167,7 +201,9 @@ mod tests {
         let pcm: Vec<u8> = (0..320).map(|i| i as u8).collect();
         let mut out = String::new();
         write_event(Dialect::V1, "c1", &pcm, &mut out);
-        let Command::Audio { call, payload } = Command::parse(Dialect::V1, &out).unwrap() else { panic!() };
+        let Command::Audio { call, payload } = Command::parse(Dialect::V1, &out).unwrap() else {
+            panic!()
+        };
         assert_eq!(call, Some("c1"));
         let mut back = Vec::new();
         payload.decode_into(&mut back).unwrap();

@@ -41,7 +41,9 @@ pub fn parse<'a>(verb: &str, args: Option<&'a str>) -> Result<Command<'a>, Proto
 fn required<'a>(verb: &str, args: Option<&'a str>) -> Result<&'a str, ProtocolError> {
     match args {
         Some(a) if !a.is_empty() => Ok(a),
-        _ => Err(ProtocolError::bad_request(format!("{verb} needs an argument"))),
+        _ => Err(ProtocolError::bad_request(format!(
+            "{verb} needs an argument"
+        ))),
     }
 }
 
@@ -50,7 +52,9 @@ fn one_call_id<'a>(verb: &str, args: Option<&'a str>) -> Result<&'a str, Protoco
     let mut parts = split_args(args);
     let id = parts.next().unwrap_or_default();
     if parts.next().is_some() {
-        return Err(ProtocolError::bad_request(format!("{verb} takes one call id")));
+        return Err(ProtocolError::bad_request(format!(
+            "{verb} takes one call id"
+        )));
     }
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ProtocolError::bad_request(format!(
@@ -71,7 +75,10 @@ fn parse_target(target: &str) -> Result<&str, ProtocolError> {
     if target.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return bad("contains white space or control characters");
     }
-    let lower = target.get(..5).map(str::to_ascii_lowercase).unwrap_or_default();
+    let lower = target
+        .get(..5)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
     if lower.starts_with("sip:") || lower.starts_with("sips:") {
         return Ok(target);
     }
@@ -94,7 +101,11 @@ pub fn write_event(event: &Event<'_>, dialect: Dialect, out: &mut String) {
         Event::CallFailed { status, reason, .. } if legacy => {
             write!(out, "CALL_FAILED:{status} {}", escape(reason))
         }
-        Event::CallFailed { status, reason, call } => {
+        Event::CallFailed {
+            status,
+            reason,
+            call,
+        } => {
             write!(out, "CALL_FAILED:{status} {}##{call}", escape(reason))
         }
         Event::Bye { .. } if legacy => write!(out, "BYE"),
@@ -111,7 +122,13 @@ fn escape(s: &str) -> std::borrow::Cow<'_, str> {
     }
     s.chars()
         .filter(|c| !c.is_control())
-        .map(|c| if c == '#' { "%23".to_string() } else { c.to_string() })
+        .map(|c| {
+            if c == '#' {
+                "%23".to_string()
+            } else {
+                c.to_string()
+            }
+        })
         .collect::<String>()
         .into()
 }
@@ -127,18 +144,53 @@ mod tests {
     #[test]
     fn parses_every_call_verb() {
         assert_eq!(parse_v1("CALL:1002"), Ok(Command::Call { target: "1002" }));
-        assert_eq!(parse_v1("CALL:sip:bob@127.0.0.1:5070"), Ok(Command::Call { target: "sip:bob@127.0.0.1:5070" }));
-        assert_eq!(parse_v1("CALL_ANS:abc"), Ok(Command::Answer { call: "abc" }));
-        assert_eq!(parse_v1("CALL_IGNORE:abc"), Ok(Command::Reject { call: "abc", status: 486 }));
-        assert_eq!(parse_v1("RING_IGNORE:abc"), Ok(Command::Reject { call: "abc", status: 603 }));
-        assert_eq!(parse_v1("HANGUP:abc"), Ok(Command::Hangup { call: Some("abc") }));
-        assert_eq!(parse_v1("BYE:abc"), Ok(Command::Hangup { call: Some("abc") }));
+        assert_eq!(
+            parse_v1("CALL:sip:bob@127.0.0.1:5070"),
+            Ok(Command::Call {
+                target: "sip:bob@127.0.0.1:5070"
+            })
+        );
+        assert_eq!(
+            parse_v1("CALL_ANS:abc"),
+            Ok(Command::Answer { call: "abc" })
+        );
+        assert_eq!(
+            parse_v1("CALL_IGNORE:abc"),
+            Ok(Command::Reject {
+                call: "abc",
+                status: 486
+            })
+        );
+        assert_eq!(
+            parse_v1("RING_IGNORE:abc"),
+            Ok(Command::Reject {
+                call: "abc",
+                status: 603
+            })
+        );
+        assert_eq!(
+            parse_v1("HANGUP:abc"),
+            Ok(Command::Hangup { call: Some("abc") })
+        );
+        assert_eq!(
+            parse_v1("BYE:abc"),
+            Ok(Command::Hangup { call: Some("abc") })
+        );
         assert_eq!(parse_v1("BYE"), Ok(Command::Hangup { call: None }));
     }
 
     #[test]
     fn rejects_malformed_call_commands() {
-        for bad in ["CALL", "CALL:", "CALL:1 2", "CALL:bob@evil.example", "CALL_ANS", "CALL_ANS:a##b", "HANGUP:", "CALL_ANS:a b"] {
+        for bad in [
+            "CALL",
+            "CALL:",
+            "CALL:1 2",
+            "CALL:bob@evil.example",
+            "CALL_ANS",
+            "CALL_ANS:a##b",
+            "HANGUP:",
+            "CALL_ANS:a b",
+        ] {
             let e = parse_v1(bad).unwrap_err();
             assert_eq!(e.code, 400, "{bad}");
         }
@@ -150,13 +202,51 @@ mod tests {
     fn formats_events_in_both_dialects() {
         let call = "0123456789abcdef";
         let cases: [(Event<'_>, &str, &str); 8] = [
-            (Event::RingAns { caller: "1001", call }, "RING_ANS:1001##0123456789abcdef", "RING_ANS:1001##0123456789abcdef"),
-            (Event::Calling { number: "1002", call }, "CALLING:1002##0123456789abcdef", "CALLING:1002##0123456789abcdef"),
-            (Event::Ringing { call }, "RINGING:0123456789abcdef", "RINGING:0123456789abcdef"),
-            (Event::CallAns { call }, "CALL_ANS:0123456789abcdef", "CALL_ANS:0123456789abcdef"),
-            (Event::CallIgnore { call }, "CALL_IGNORE:0123456789abcdef", "CALL_IGNORE:0123456789abcdef"),
-            (Event::RingIgnore { call }, "RING_IGNORE:0123456789abcdef", "RING_IGNORE:0123456789abcdef"),
-            (Event::CallFailed { status: 404, reason: "Not Found", call }, "CALL_FAILED:404 Not Found##0123456789abcdef", "CALL_FAILED:404 Not Found"),
+            (
+                Event::RingAns {
+                    caller: "1001",
+                    call,
+                },
+                "RING_ANS:1001##0123456789abcdef",
+                "RING_ANS:1001##0123456789abcdef",
+            ),
+            (
+                Event::Calling {
+                    number: "1002",
+                    call,
+                },
+                "CALLING:1002##0123456789abcdef",
+                "CALLING:1002##0123456789abcdef",
+            ),
+            (
+                Event::Ringing { call },
+                "RINGING:0123456789abcdef",
+                "RINGING:0123456789abcdef",
+            ),
+            (
+                Event::CallAns { call },
+                "CALL_ANS:0123456789abcdef",
+                "CALL_ANS:0123456789abcdef",
+            ),
+            (
+                Event::CallIgnore { call },
+                "CALL_IGNORE:0123456789abcdef",
+                "CALL_IGNORE:0123456789abcdef",
+            ),
+            (
+                Event::RingIgnore { call },
+                "RING_IGNORE:0123456789abcdef",
+                "RING_IGNORE:0123456789abcdef",
+            ),
+            (
+                Event::CallFailed {
+                    status: 404,
+                    reason: "Not Found",
+                    call,
+                },
+                "CALL_FAILED:404 Not Found##0123456789abcdef",
+                "CALL_FAILED:404 Not Found",
+            ),
             (Event::Bye { call }, "BYE:0123456789abcdef", "BYE"),
         ];
         for (event, v1, legacy) in cases {
@@ -167,7 +257,10 @@ mod tests {
 
     #[test]
     fn text_from_sip_cannot_break_framing() {
-        let e = Event::RingAns { caller: "12##34\n", call: "c" };
+        let e = Event::RingAns {
+            caller: "12##34\n",
+            call: "c",
+        };
         assert_eq!(e.format(Dialect::V1), "RING_ANS:12%23%2334##c");
     }
 }

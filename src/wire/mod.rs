@@ -38,7 +38,10 @@ pub enum Command<'a> {
     /// `CALL_IGNORE:{call_id}` (486) or `RING_IGNORE:{call_id}` (603).
     Reject { call: &'a str, status: u16 },
     /// `RTP:{call_id}##{audio}` or `RTP:{audio}`.
-    Audio { call: Option<&'a str>, payload: AudioPayload<'a> },
+    Audio {
+        call: Option<&'a str>,
+        payload: AudioPayload<'a>,
+    },
     /// `HANGUP:{call_id}`, `BYE:{call_id}` or bare `BYE`.
     Hangup { call: Option<&'a str> },
     /// `PING`.
@@ -54,7 +57,10 @@ pub struct ProtocolError {
 
 impl ProtocolError {
     pub fn new(code: u16, message: impl Into<String>) -> Self {
-        ProtocolError { code, message: message.into() }
+        ProtocolError {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -105,7 +111,10 @@ impl<'a> Command<'a> {
 
 /// Keeps error messages short and printable whatever the client sent.
 pub fn truncate_for_error(s: &str) -> String {
-    s.chars().take(40).map(|c| if c.is_control() { '?' } else { c }).collect()
+    s.chars()
+        .take(40)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// A message from the daemon to a client (audio is formatted separately, on
@@ -125,7 +134,11 @@ pub enum Event<'a> {
     /// `RING_IGNORE:{call_id}`: the caller gave up before we answered.
     RingIgnore { call: &'a str },
     /// `CALL_FAILED:{status} {reason}##{call_id}`
-    CallFailed { status: u16, reason: &'a str, call: &'a str },
+    CallFailed {
+        status: u16,
+        reason: &'a str,
+        call: &'a str,
+    },
     /// `BYE:{call_id}`
     Bye { call: &'a str },
     /// `ERROR:{code} {message}`
@@ -157,7 +170,11 @@ mod tests {
         assert_eq!(e.code, 400);
         assert_eq!(e.message, "unknown command DANCE");
         assert_eq!(Command::parse(Dialect::V1, "").unwrap_err().code, 400);
-        assert_eq!(Command::parse(Dialect::V1, "call:1002").unwrap_err().code, 400, "verbs are upper case");
+        assert_eq!(
+            Command::parse(Dialect::V1, "call:1002").unwrap_err().code,
+            400,
+            "verbs are upper case"
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ mod tests {
     #[test]
     fn error_format() {
         let e = ProtocolError::new(404, "unknown call abc");
-        assert_eq!(Event::Error(&e).format(Dialect::Legacy), "ERROR:404 unknown call abc");
+        assert_eq!(
+            Event::Error(&e).format(Dialect::Legacy),
+            "ERROR:404 unknown call abc"
+        );
     }
 }

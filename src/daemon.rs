@@ -1,0 +1,95 @@
+//! `Daemon`: starts the shells around one switchboard and stops them in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::media::clock::MediaClock;
+use crate::sip::{SipEndpoint, SipError};
+use crate::switchboard::Switchboard;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Sip(#[from] SipError),
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running daemon. Dropping it does not stop it; call [`Daemon::shutdown`].
+pub struct Daemon {
+    pub board: Arc<Switchboard>,
+    pub sip: Arc<SipEndpoint>,
+    pub http_addr: SocketAddr,
+    stop_http: CancellationToken,
+    stop_media: CancellationToken,
+    stop_sip: CancellationToken,
+    http_task: JoinHandle<()>,
+}
+
+impl Daemon {
+    pub async fn start(config: Config) -> Result<Daemon, StartError> {
+        let stop_media = CancellationToken::new();
+        let stop_sip = CancellationToken::new();
+        let stop_http = CancellationToken::new();
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let clock = MediaClock::start(workers, stop_media.clone());
+        let board = Switchboard::new(config, clock);
+        let sip = SipEndpoint::start(board.clone(), stop_sip.clone()).await?;
+
+        let addr = board.config.http_listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Http { addr, source })?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Http { addr, source })?;
+        let app = http::router(AppState {
+            board: board.clone(),
+            dialer: sip.clone(),
+        });
+        let graceful = stop_http.clone();
+        let http_task = tokio::spawn(async move {
+            let server = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { graceful.cancelled().await });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(sip = %sip.local_addr(), http = %http_addr, "siprelay ready");
+        Ok(Daemon {
+            board,
+            sip,
+            http_addr,
+            stop_http,
+            stop_media,
+            stop_sip,
+            http_task,
+        })
+    }
+
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.sip.local_addr()
+    }
+
+    /// Hangs every call up properly (BYE, CANCEL or a final response),
+    /// closes every client with a close frame, then stops.
+    pub async fn shutdown(self) {
+        tracing::info!(calls = self.board.call_count(), "shutting down");
+        self.board.hang_up_all(Duration::from_secs(3)).await;
+        self.board.close_clients();
+        self.stop_http.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.http_task).await;
+        self.stop_media.cancel();
+        self.stop_sip.cancel();
+    }
+}

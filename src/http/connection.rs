@@ -1,0 +1,215 @@
+//! `Connection`: one WebSocket client's commands, carried out against the
+//! switchboard. No socket here: the transport shell (`ws.rs`) feeds it text
+//! frames, and replies go out through the client's queues.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::call::state::{Direction, Phase};
+use crate::call::{Call, CallId, Control};
+use crate::client::ClientHandle;
+use crate::switchboard::{DialError, Dialer, Switchboard};
+use crate::wire::{truncate_for_error, AudioPayload, Command, Event, ProtocolError};
+
+/// Largest text frame handled; larger ones get `ERROR:413`.
+pub const MAX_COMMAND_BYTES: usize = 1 << 20;
+
+pub struct Connection {
+    board: Arc<Switchboard>,
+    dialer: Arc<dyn Dialer>,
+    client: Arc<ClientHandle>,
+    /// Calls this client owns, so audio finds its call without a global lookup.
+    owned: HashMap<CallId, Arc<Call>>,
+    /// Decoded audio, reused for every `RTP` message.
+    pcm: Vec<u8>,
+}
+
+impl Connection {
+    pub fn new(
+        board: Arc<Switchboard>,
+        dialer: Arc<dyn Dialer>,
+        client: Arc<ClientHandle>,
+    ) -> Self {
+        Connection {
+            board,
+            dialer,
+            client,
+            owned: HashMap::new(),
+            pcm: Vec::with_capacity(4096),
+        }
+    }
+
+    pub fn client(&self) -> &Arc<ClientHandle> {
+        &self.client
+    }
+
+    /// Handles one text frame; any failure goes back as `ERROR`.
+    pub async fn handle_text(&mut self, text: &str) {
+        if let Err(e) = self.dispatch(text).await {
+            self.client.send_event(&Event::Error(&e));
+        }
+    }
+
+    async fn dispatch(&mut self, text: &str) -> Result<(), ProtocolError> {
+        if text.len() > MAX_COMMAND_BYTES {
+            return Err(ProtocolError::new(
+                413,
+                format!(
+                    "message of {} bytes exceeds {MAX_COMMAND_BYTES}",
+                    text.len()
+                ),
+            ));
+        }
+        match Command::parse(self.client.dialect, text)? {
+            Command::Ping => {
+                self.client.send_event(&Event::Pong);
+                Ok(())
+            }
+            Command::Audio { call, payload } => self.audio(call, payload),
+            Command::Call { target } => self.dial(target),
+            Command::Answer { call } => self.answer(call).await,
+            Command::Reject { call, status } => {
+                let call = self.offered_call(call)?;
+                self.control(&call, Control::Reject(status))
+            }
+            Command::Hangup { call } => {
+                let call = match call {
+                    Some(id) => self.call_for_hangup(id)?,
+                    None => self.only_call()?,
+                };
+                self.control(&call, Control::Hangup)
+            }
+        }
+    }
+
+    fn audio(
+        &mut self,
+        call: Option<&str>,
+        payload: AudioPayload<'_>,
+    ) -> Result<(), ProtocolError> {
+        let call = match call {
+            Some(id) => self.owned_call(id)?,
+            None => self.only_call()?,
+        };
+        let Some(media) = call.media.get() else {
+            return Err(ProtocolError::new(
+                409,
+                format!("call {} is not connected", call.id),
+            ));
+        };
+        payload.decode_into(&mut self.pcm)?;
+        media
+            .push_pcm(&self.pcm)
+            .map_err(|e| ProtocolError::new(413, e.to_string()))
+    }
+
+    fn dial(&mut self, target: &str) -> Result<(), ProtocolError> {
+        match self.dialer.dial(self.client.clone(), target) {
+            Ok(call) => {
+                self.owned.insert(call.id.clone(), call);
+                Ok(())
+            }
+            Err(DialError::Refused(e)) => Err(e),
+            Err(DialError::NoPorts(id)) => {
+                self.client.send_event(&Event::CallFailed {
+                    status: 503,
+                    reason: "Service Unavailable (no RTP ports free)",
+                    call: id.as_str(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    async fn answer(&mut self, id: &str) -> Result<(), ProtocolError> {
+        let call = self.offered_call(id)?;
+        let (reply, answered) = oneshot::channel();
+        self.control(
+            &call,
+            Control::Answer {
+                client: self.client.clone(),
+                reply,
+            },
+        )?;
+        // The call task answers in well under a second; the bound only
+        // keeps a wedged call from wedging this connection too.
+        match tokio::time::timeout(Duration::from_secs(5), answered).await {
+            Ok(Ok(Ok(()))) => {
+                self.owned.insert(call.id.clone(), call);
+                Ok(())
+            }
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) | Err(_) => Err(ProtocolError::new(
+                409,
+                format!("call {id} ended before it was answered"),
+            )),
+        }
+    }
+
+    fn control(&self, call: &Call, request: Control) -> Result<(), ProtocolError> {
+        call.control
+            .try_send(request)
+            .map_err(|_| ProtocolError::new(503, format!("call {} is busy or ended", call.id)))
+    }
+
+    /// An inbound call still ringing, offered to this client.
+    fn offered_call(&self, id: &str) -> Result<Arc<Call>, ProtocolError> {
+        let call = self.board.call(id).ok_or_else(|| unknown(id))?;
+        if call.direction != Direction::Inbound
+            || !call.offered_to().iter().any(|c| c.id == self.client.id)
+        {
+            return Err(ProtocolError::new(
+                403,
+                format!("call {id} was not offered to this client"),
+            ));
+        }
+        if call.phase() != Phase::Offered {
+            return Err(ProtocolError::new(
+                409,
+                format!("call {id} is no longer ringing"),
+            ));
+        }
+        Ok(call)
+    }
+
+    fn owned_call(&mut self, id: &str) -> Result<Arc<Call>, ProtocolError> {
+        match self.owned.get(id) {
+            Some(call) if !call.is_ended() => Ok(call.clone()),
+            Some(_) => {
+                self.owned.remove(id);
+                Err(unknown(id))
+            }
+            None if self.board.call(id).is_some() => Err(ProtocolError::new(
+                403,
+                format!("call {id} belongs to another client"),
+            )),
+            None => Err(unknown(id)),
+        }
+    }
+
+    /// HANGUP may end a call this client owns, or reject one offered to it.
+    fn call_for_hangup(&mut self, id: &str) -> Result<Arc<Call>, ProtocolError> {
+        self.owned_call(id)
+            .or_else(|e| self.offered_call(id).map_err(|_| e))
+    }
+
+    /// The connection's one live call, for the forms without a call id.
+    fn only_call(&mut self) -> Result<Arc<Call>, ProtocolError> {
+        self.owned.retain(|_, c| !c.is_ended());
+        let mut live = self.owned.values();
+        match (live.next(), live.next()) {
+            (Some(call), None) => Ok(call.clone()),
+            (None, _) => Err(ProtocolError::new(404, "this connection has no call")),
+            (Some(_), Some(_)) => Err(ProtocolError::bad_request(
+                "this connection has several calls: name one",
+            )),
+        }
+    }
+}
+
+fn unknown(id: &str) -> ProtocolError {
+    ProtocolError::new(404, format!("unknown call {}", truncate_for_error(id)))
+}

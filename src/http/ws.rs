@@ -1,0 +1,139 @@
+//! The WebSocket transport for `/ws`: upgrade, then a reader loop feeding
+//! `Connection` and a writer task draining the client's queues. Both loops
+//! are generic over `Stream`/`Sink`, so they run on channels in tests.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde::Deserialize;
+
+use super::connection::{Connection, MAX_COMMAND_BYTES};
+use super::AppState;
+use crate::client::ClientQueues;
+use crate::wire::{Dialect, Event, ProtocolError};
+
+/// Frames above this are refused by the WebSocket layer itself (close 1009);
+/// between `MAX_COMMAND_BYTES` and this, the client gets `ERROR:413`.
+const MAX_FRAME_BYTES: usize = 8 * MAX_COMMAND_BYTES;
+
+/// Frames written per flush: one flush (one write system call) carries a
+/// burst of frames when several calls' audio is ready at once.
+const WRITE_BATCH: usize = 32;
+
+#[derive(Debug, Deserialize)]
+pub struct WsParams {
+    dialect: Option<String>,
+}
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Query(params): Query<WsParams>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let dialect = match params.dialect.as_deref() {
+        Some("legacy") => Dialect::Legacy,
+        _ => Dialect::V1,
+    };
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket: WebSocket| async move {
+            let (sink, stream) = socket.split();
+            serve(state, dialect, sink, stream).await
+        })
+}
+
+/// Runs one client connection to its end.
+pub async fn serve<S, R, E>(state: AppState, dialect: Dialect, sink: S, stream: R)
+where
+    S: Sink<Message> + Unpin + Send + 'static,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let (client, queues) = state.board.connect_client(dialect);
+    tracing::info!(client = client.id, ?dialect, "client connected");
+    let writer = tokio::spawn(write_loop(sink, queues, client.closing.clone()));
+    let mut connection = Connection::new(state.board.clone(), state.dialer.clone(), client.clone());
+    read_loop(&mut connection, stream).await;
+    state.board.disconnect_client(client.id);
+    client.closing.cancel();
+    let _ = writer.await;
+    tracing::info!(
+        client = client.id,
+        frames_dropped = client.frames_dropped(),
+        "client disconnected"
+    );
+}
+
+async fn read_loop<R, E>(connection: &mut Connection, mut stream: R)
+where
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let closing = connection.client().closing.clone();
+    loop {
+        let message = tokio::select! {
+            m = stream.next() => m,
+            _ = closing.cancelled() => return,
+        };
+        match message {
+            Some(Ok(Message::Text(text))) => connection.handle_text(text.as_str()).await,
+            Some(Ok(Message::Binary(_))) => {
+                let e = ProtocolError::bad_request(
+                    "binary frames are not part of protocol v1; send text",
+                );
+                connection.client().send_event(&Event::Error(&e));
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+        }
+    }
+}
+
+async fn write_loop<S>(
+    mut sink: S,
+    mut queues: ClientQueues,
+    closing: tokio_util::sync::CancellationToken,
+) where
+    S: Sink<Message> + Unpin,
+{
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = closing.cancelled() => break,
+            Some(t) = queues.control.recv() => t,
+            Some(t) = queues.audio.recv() => t,
+        };
+        if sink.feed(text(first)).await.is_err() {
+            return;
+        }
+        for _ in 1..WRITE_BATCH {
+            let Ok(next) = queues
+                .control
+                .try_recv()
+                .or_else(|_| queues.audio.try_recv())
+            else {
+                break;
+            };
+            if sink.feed(text(next)).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    // Control events already queued (a final BYE, say) still go out.
+    while let Ok(t) = queues.control.try_recv() {
+        if sink.feed(text(t)).await.is_err() {
+            return;
+        }
+    }
+    let close = CloseFrame {
+        code: 1001,
+        reason: Utf8Bytes::from_static("siprelay closing this connection"),
+    };
+    let _ = sink.send(Message::Close(Some(close))).await;
+    let _ = sink.close().await;
+}
+
+fn text(s: String) -> Message {
+    Message::Text(Utf8Bytes::from(s))
+}

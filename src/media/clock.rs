@@ -1,0 +1,139 @@
+//! `MediaClock`: the one 20 ms ticker that sends every call's outbound RTP.
+//!
+//! A timer per call would cost 50 wake-ups a second per call; here each
+//! shard (one per worker thread) wakes 50 times a second in all and sends
+//! one packet for each of its calls. The packet is encoded into one reused
+//! buffer: no allocation per frame.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::{interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::playout::FRAME_SAMPLES;
+use super::rtp::{write_header, HEADER_LEN};
+use super::session::MediaSession;
+
+pub const TICK: Duration = Duration::from_millis(20);
+
+pub struct MediaClock {
+    shards: Vec<Arc<Shard>>,
+    next: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Sessions added since the last tick; the shard's task moves them into
+    /// its own list, so adding a call never waits for a tick to finish.
+    joining: Mutex<Vec<Arc<MediaSession>>>,
+}
+
+impl MediaClock {
+    /// Starts `shards` ticker tasks, running until `shutdown` is cancelled.
+    pub fn start(shards: usize, shutdown: CancellationToken) -> Arc<MediaClock> {
+        let shards: Vec<Arc<Shard>> = (0..shards.max(1))
+            .map(|_| Arc::new(Shard::default()))
+            .collect();
+        for shard in &shards {
+            tokio::spawn(run_shard(shard.clone(), shutdown.clone()));
+        }
+        Arc::new(MediaClock {
+            shards,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// From the next tick on, `session` sends a frame every 20 ms until stopped.
+    pub fn add(&self, session: Arc<MediaSession>) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        self.shards[i]
+            .joining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(session);
+    }
+}
+
+/// One call's outbound stream as the clock sees it.
+struct Stream {
+    session: Arc<MediaSession>,
+    ssrc: u32,
+    sequence: u16,
+    timestamp: u32,
+    first: bool,
+}
+
+impl Stream {
+    fn new(session: Arc<MediaSession>) -> Self {
+        // Random starting points (RFC 3550 5.1), derived from the call id's hash.
+        let seed = {
+            use std::hash::{BuildHasher, RandomState};
+            RandomState::new().hash_one(session.call.as_str())
+        };
+        Stream {
+            session,
+            ssrc: seed as u32,
+            sequence: (seed >> 32) as u16,
+            timestamp: (seed >> 16) as u32,
+            first: true,
+        }
+    }
+
+    /// Sends this tick's frame; false once the call has stopped.
+    fn tick(
+        &mut self,
+        pcm: &mut [i16; FRAME_SAMPLES],
+        packet: &mut [u8; HEADER_LEN + FRAME_SAMPLES],
+    ) -> bool {
+        let s = &*self.session;
+        if s.is_stopped() {
+            return false;
+        }
+        let peer = {
+            let mut out = s.outbound();
+            out.playout.pop_frame(pcm);
+            out.peer
+        };
+        let (header, payload) = packet.split_at_mut(HEADER_LEN);
+        write_header(
+            header.try_into().unwrap(),
+            self.first,
+            s.codec.payload_type,
+            self.sequence,
+            self.timestamp,
+            self.ssrc,
+        );
+        s.codec.law.encode(pcm, payload);
+        match s.rtp.socket.try_send_to(packet, peer) {
+            Ok(_) => s.stats.packets_out.fetch_add(1, Ordering::Relaxed),
+            Err(_) => s.stats.send_errors.fetch_add(1, Ordering::Relaxed),
+        };
+        self.first = false;
+        self.sequence = self.sequence.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+        true
+    }
+}
+
+async fn run_shard(shard: Arc<Shard>, shutdown: CancellationToken) {
+    let mut ticker = interval(TICK);
+    // A late tick is followed by catch-up ticks, so the far end still gets
+    // 50 packets a second and RTP timestamps stay true to wall time.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut streams: Vec<Stream> = Vec::new();
+    let mut pcm = [0i16; FRAME_SAMPLES];
+    let mut packet = [0u8; HEADER_LEN + FRAME_SAMPLES];
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        {
+            let mut joining = shard.joining.lock().unwrap_or_else(|e| e.into_inner());
+            streams.extend(joining.drain(..).map(Stream::new));
+        }
+        streams.retain_mut(|s| s.tick(&mut pcm, &mut packet));
+    }
+}

@@ -1,0 +1,197 @@
+//! `MediaSession`: one connected call's RTP socket and audio state (IO shell).
+//!
+//! Two parties touch a session: the media clock, which sends one frame per
+//! tick from the playout queue, and the session's receive task, which turns
+//! RTP from the far end into frames for the call's owner. The only lock is
+//! the per-call `outbound` mutex, taken once per tick and once per client
+//! audio message; it is never held across an await.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::playout::{PlayoutQueue, QueueFull, FRAME_SAMPLES};
+use super::rtp::RtpPacket;
+use super::sdp::Codec;
+use crate::call::ports::PortLease;
+use crate::call::CallId;
+use crate::client::ClientHandle;
+use crate::wire::audio;
+
+/// Most audio a client may queue ahead of playout: 60 s.
+pub const PLAYOUT_CAPACITY: usize = 60 * 8000;
+
+/// What the media clock needs each tick, behind one lock.
+#[derive(Debug)]
+pub struct Outbound {
+    pub playout: PlayoutQueue,
+    /// Where RTP goes: the SDP address until the far end's first packet, then
+    /// wherever that packet came from (symmetric RTP).
+    pub peer: SocketAddr,
+}
+
+#[derive(Debug, Default)]
+pub struct MediaStats {
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    /// Packets from a source other than the latched one, of another payload
+    /// type, or not RTP at all.
+    pub packets_ignored: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+/// A bound RTP socket and the port pair it holds. Dropping it closes the
+/// socket first, then returns the pair.
+#[derive(Debug)]
+pub struct RtpBinding {
+    pub socket: UdpSocket,
+    pub lease: PortLease,
+}
+
+#[derive(Debug)]
+pub struct MediaSession {
+    pub call: CallId,
+    pub rtp: RtpBinding,
+    pub codec: Codec,
+    pub telephone_event: Option<u8>,
+    pub outbound: Mutex<Outbound>,
+    pub stats: MediaStats,
+    /// Cancelled when the call ends: the receive task exits and the clock
+    /// drops the session at its next tick.
+    pub stopped: CancellationToken,
+}
+
+impl MediaSession {
+    pub fn new(
+        call: CallId,
+        rtp: RtpBinding,
+        codec: Codec,
+        telephone_event: Option<u8>,
+        peer: SocketAddr,
+    ) -> Arc<Self> {
+        Arc::new(MediaSession {
+            call,
+            rtp,
+            codec,
+            telephone_event,
+            outbound: Mutex::new(Outbound {
+                playout: PlayoutQueue::new(PLAYOUT_CAPACITY),
+                peer,
+            }),
+            stats: MediaStats::default(),
+            stopped: CancellationToken::new(),
+        })
+    }
+
+    /// Queues client audio (16-bit LE PCM bytes) for playout.
+    pub fn push_pcm(&self, bytes: &[u8]) -> Result<(), QueueFull> {
+        self.outbound().playout.push_le_bytes(bytes)
+    }
+
+    pub fn outbound(&self) -> std::sync::MutexGuard<'_, Outbound> {
+        // A panic while holding this lock cannot leave the queue inconsistent
+        // in a way that matters more than losing the call's audio.
+        self.outbound.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stop(&self) {
+        self.stopped.cancel();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.is_cancelled()
+    }
+}
+
+/// Receives the far end's RTP until the call stops, forwarding each 20 ms of
+/// decoded audio to `owner`.
+pub async fn receive(session: Arc<MediaSession>, owner: Arc<ClientHandle>) {
+    let mut datagram = [0u8; 2048];
+    let mut forward = Forwarder::new(session.call.clone(), owner);
+    let mut latched: Option<SocketAddr> = None;
+    loop {
+        let (len, from) = tokio::select! {
+            r = session.rtp.socket.recv_from(&mut datagram) => match r {
+                Ok(r) => r,
+                // ICMP port unreachable from an earlier send shows up here on
+                // Linux; it says nothing about this socket, so keep going.
+                Err(_) => continue,
+            },
+            _ = session.stopped.cancelled() => return,
+        };
+        let stats = &session.stats;
+        match latched {
+            Some(addr) if addr != from => {
+                stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Some(_) => {}
+            None => {
+                let Ok(_) = RtpPacket::parse(&datagram[..len]) else {
+                    stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                latched = Some(from);
+                session.outbound().peer = from;
+            }
+        }
+        let Ok(packet) = RtpPacket::parse(&datagram[..len]) else {
+            stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if packet.payload_type != session.codec.payload_type {
+            stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        stats.packets_in.fetch_add(1, Ordering::Relaxed);
+        forward.push(session.codec, packet.payload);
+    }
+}
+
+/// Turns RTP payloads of any duration into 20 ms frames for the owner.
+struct Forwarder {
+    call: CallId,
+    owner: Arc<ClientHandle>,
+    pcm: [i16; FRAME_SAMPLES],
+    filled: usize,
+}
+
+impl Forwarder {
+    fn new(call: CallId, owner: Arc<ClientHandle>) -> Self {
+        Forwarder {
+            call,
+            owner,
+            pcm: [0; FRAME_SAMPLES],
+            filled: 0,
+        }
+    }
+
+    fn push(&mut self, codec: Codec, mut payload: &[u8]) {
+        while !payload.is_empty() {
+            let take = payload.len().min(FRAME_SAMPLES - self.filled);
+            codec.law.decode(
+                &payload[..take],
+                &mut self.pcm[self.filled..self.filled + take],
+            );
+            self.filled += take;
+            payload = &payload[take..];
+            if self.filled == FRAME_SAMPLES {
+                self.emit();
+            }
+        }
+    }
+
+    fn emit(&mut self) {
+        let mut bytes = [0u8; FRAME_SAMPLES * 2];
+        for (pair, s) in bytes.chunks_exact_mut(2).zip(self.pcm) {
+            pair.copy_from_slice(&s.to_le_bytes());
+        }
+        let mut text = String::with_capacity(FRAME_SAMPLES * 3 + 64);
+        audio::write_event(self.owner.dialect, self.call.as_str(), &bytes, &mut text);
+        self.owner.send_audio(text);
+        self.filled = 0;
+    }
+}

@@ -1,0 +1,229 @@
+//! Incoming calls: INVITE → 100 → 180 → offered to clients → 200 or a
+//! rejection, then media until either side hangs up.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rsipstack::dialog::dialog::TerminatedReason;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, StatusCode};
+use rsipstack::transaction::transaction::Transaction;
+use tokio::sync::mpsc;
+
+use super::requests::{self, DialogNews};
+use super::{caller_of, user_of, SipEndpoint};
+use crate::call::state::{Action, CallState, Direction, Input};
+use crate::call::{Call, CallId, Control};
+use crate::media::sdp::{self, RemoteMedia};
+use crate::media::session::RtpBinding;
+use crate::wire::ProtocolError;
+
+pub fn spawn(sip: Arc<SipEndpoint>, tx: Transaction) {
+    tokio::spawn(async move { handle_invite(sip, tx).await });
+}
+
+async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
+    let board = sip.board.clone();
+    let from = caller_of(&tx.original);
+    let to = user_of(&tx.original.uri);
+    let remote = match sdp::parse(&tx.original.body) {
+        Ok(remote) => remote,
+        Err(e) => {
+            tracing::info!(%from, %to, error = %e, "incoming call rejected: 488");
+            let _ = tx.reply(StatusCode::NotAcceptableHere).await;
+            return;
+        }
+    };
+    let Ok(rtp) = board.bind_rtp() else {
+        tracing::warn!(%from, %to, "incoming call rejected: no RTP ports free (503)");
+        let _ = tx.reply(StatusCode::ServiceUnavailable).await;
+        return;
+    };
+    if board.client_count() == 0 {
+        tracing::info!(%from, %to, "incoming call rejected: no client connected (480)");
+        let _ = tx.reply(StatusCode::TemporarilyUnavailable).await;
+        return;
+    }
+
+    let (state_tx, mut dialog_news) = sip.dialogs.new_dialog_state_channel();
+    let dialog = match sip.dialogs.get_or_create_server_invite(
+        &tx,
+        state_tx,
+        None,
+        Some(sip.contact.clone()),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::info!(%from, error = %e, "cannot create dialog: 400");
+            let _ = tx.reply(StatusCode::BadRequest).await;
+            return;
+        }
+    };
+    let _ = tx.send_trying().await;
+    let mut server_tx = dialog.clone();
+    tokio::spawn(async move {
+        let _ = server_tx.handle(&mut tx).await;
+    });
+    if dialog.ringing(None, None).is_err() {
+        sip.dialogs.remove_dialog(&dialog.id());
+        return;
+    }
+
+    let (call, control) = Call::new(CallId::generate(), Direction::Inbound, from, to, None);
+    let span = tracing::info_span!("call", id = %call.id);
+    let _enter = span.enter();
+    board.insert_call(call.clone());
+    if !board.offer(&call) {
+        // The last client left between the check above and now.
+        let _ = dialog.reject(Some(StatusCode::TemporarilyUnavailable), None);
+        board.finish(&call);
+        sip.dialogs.remove_dialog(&dialog.id());
+        return;
+    }
+    tracing::info!(from = %call.from, to = %call.to, codec = remote.codec.name(), "incoming call offered");
+    drop(_enter);
+
+    let mut task = InboundCall {
+        sip: sip.clone(),
+        call,
+        dialog,
+        state: CallState::inbound(Instant::now(), board.ring_timeout()),
+        remote,
+        rtp: Some(rtp),
+        our_sdp: String::new(),
+    };
+    task.run(control, &mut dialog_news).await;
+}
+
+struct InboundCall {
+    sip: Arc<SipEndpoint>,
+    call: Arc<Call>,
+    dialog: InviteDialog,
+    state: CallState,
+    remote: RemoteMedia,
+    /// Taken when media starts.
+    rtp: Option<RtpBinding>,
+    our_sdp: String,
+}
+
+impl InboundCall {
+    async fn run(
+        &mut self,
+        mut control: mpsc::Receiver<Control>,
+        dialog_news: &mut rsipstack::dialog::dialog::DialogStateReceiver,
+    ) {
+        let span = tracing::info_span!("call", id = %self.call.id);
+        loop {
+            let deadline = self
+                .state
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            let actions = tokio::select! {
+                request = control.recv() => match request {
+                    Some(Control::Answer { client, reply }) => {
+                        // Ownership must be set before the actions notify anyone.
+                        match self.state.handle_input(Input::Answer) {
+                            Ok(actions) => {
+                                self.call.set_owner(client);
+                                let _ = reply.send(Ok(()));
+                                actions
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(ProtocolError::new(409, e.to_string())));
+                                continue;
+                            }
+                        }
+                    }
+                    Some(Control::Reject(status)) => self.input(Input::Reject(status)),
+                    Some(Control::Hangup) => self.input(Input::Hangup),
+                    Some(Control::OwnerGone) => self.input(Input::OwnerGone),
+                    Some(Control::Shutdown) | None => self.input(Input::Shutdown),
+                },
+                news = dialog_news.recv() => match news {
+                    Some(state) => match requests::handle(state, &self.our_sdp).await {
+                        DialogNews::Terminated(TerminatedReason::UacCancel) => self.input(Input::RemoteCancel),
+                        DialogNews::Terminated(reason) => {
+                            tracing::debug!(?reason, "dialog terminated");
+                            self.input(Input::RemoteBye)
+                        }
+                        DialogNews::Provisional(_) | DialogNews::Nothing => continue,
+                    },
+                    None => self.input(Input::RemoteBye),
+                },
+                _ = sleep_until(deadline) => self.state.handle_timeout(Instant::now()),
+            };
+            self.call.set_phase(self.state.phase());
+            let _enter = span.enter();
+            for action in actions {
+                if self.act(action).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input) -> Vec<Action> {
+        self.state.handle_input(input).unwrap_or_default()
+    }
+
+    /// Carries out one action; true when the call is finished.
+    async fn act(&mut self, action: Action) -> bool {
+        let board = &self.sip.board;
+        match action {
+            Action::SendOk => {
+                let rtp_port = self
+                    .rtp
+                    .as_ref()
+                    .map(|r| r.lease.rtp_port())
+                    .unwrap_or_default();
+                let session_id = rtp_port as u64;
+                self.our_sdp = sdp::build(
+                    session_id,
+                    board.advertised_ip(),
+                    rtp_port,
+                    Some(self.remote.codec),
+                    self.remote.telephone_event,
+                );
+                let content_type = Header::ContentType("application/sdp".into());
+                if let Err(e) = self.dialog.accept(
+                    Some(vec![content_type]),
+                    Some(self.our_sdp.clone().into_bytes()),
+                ) {
+                    tracing::warn!(error = %e, "could not send 200 OK");
+                }
+            }
+            Action::SendReject(status) => {
+                let _ = self.dialog.reject(Some(StatusCode::from(status)), None);
+            }
+            Action::SendBye => {
+                if let Err(e) = self.dialog.bye().await {
+                    tracing::debug!(error = %e, "BYE failed");
+                }
+            }
+            Action::SendCancel => {}
+            Action::StartMedia => {
+                if let (Some(rtp), Some(owner)) = (self.rtp.take(), self.call.owner()) {
+                    board.start_media(&self.call, rtp, &self.remote, owner);
+                }
+            }
+            Action::Notify(notice) => {
+                tracing::info!(?notice, "call event");
+                board.notify(&self.call, &notice);
+            }
+            Action::Finish(cause) => {
+                tracing::info!(?cause, "call ended");
+                board.finish(&self.call);
+                self.sip.dialogs.remove_dialog(&self.dialog.id());
+                return true;
+            }
+        }
+        false
+    }
+}
+
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,149 @@
+//! The SIP shell: rsipstack wiring. One UDP endpoint; a router task hands
+//! new INVITEs to [`inbound`], answers what siprelay does not support, and
+//! passes in-dialog requests to their dialogs. Each call runs in its own
+//! task ([`inbound`], [`outbound`]) that feeds the pure call state machine
+//! and carries out its actions.
+
+pub mod inbound;
+pub mod outbound;
+mod requests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
+use rsipstack::sip::{Header, Method, StatusCode, Uri};
+use rsipstack::transaction::endpoint::EndpointInnerRef;
+use rsipstack::transaction::TransactionReceiver;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::TransportLayer;
+use rsipstack::EndpointBuilder;
+use tokio_util::sync::CancellationToken;
+
+use crate::switchboard::Switchboard;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    #[error("cannot bind SIP on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: rsipstack::Error,
+    },
+    #[error("cannot build the Contact URI: {0}")]
+    Contact(String),
+    #[error("SIP endpoint: {0}")]
+    Stack(#[from] rsipstack::Error),
+}
+
+pub struct SipEndpoint {
+    pub(crate) board: Arc<Switchboard>,
+    pub(crate) dialogs: Arc<DialogLayer>,
+    local: SocketAddr,
+    /// Our Contact: the advertised address and the bound port.
+    pub(crate) contact: Uri,
+}
+
+impl SipEndpoint {
+    /// Binds the UDP transport and starts serving until `shutdown`.
+    pub async fn start(
+        board: Arc<Switchboard>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<SipEndpoint>, SipError> {
+        let bind = board.config.sip_listen;
+        let advertised = board.advertised_ip();
+        let external = (advertised != bind.ip() && bind.port() != 0)
+            .then(|| SocketAddr::new(advertised, bind.port()));
+        let transport = TransportLayer::new(shutdown.child_token());
+        let udp = UdpConnection::create_connection(bind, external, Some(shutdown.child_token()))
+            .await
+            .map_err(|source| SipError::Bind { addr: bind, source })?;
+        let local = udp.get_addr().get_socketaddr()?;
+        transport.add_transport(udp.into());
+
+        let mut builder = EndpointBuilder::new();
+        builder
+            .with_user_agent(concat!("siprelay/", env!("CARGO_PKG_VERSION")))
+            .with_cancel_token(shutdown.child_token())
+            .with_transport_layer(transport);
+        let endpoint = builder.build();
+        let incoming = endpoint.incoming_transactions()?;
+        let inner = endpoint.inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = inner.serve().await {
+                tracing::error!(error = %e, "SIP endpoint stopped");
+            }
+        });
+        let contact = Uri::try_from(
+            format!("sip:siprelay@{}", SocketAddr::new(advertised, local.port())).as_str(),
+        )
+        .map_err(|e| SipError::Contact(e.to_string()))?;
+        let sip = Arc::new(SipEndpoint {
+            board,
+            dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
+            local,
+            contact,
+        });
+        tokio::spawn(route(sip.clone(), endpoint.inner.clone(), incoming));
+        tracing::info!(%local, "SIP listening on UDP");
+        Ok(sip)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+/// Sends each incoming transaction where it belongs.
+async fn route(
+    sip: Arc<SipEndpoint>,
+    _endpoint: EndpointInnerRef,
+    mut incoming: TransactionReceiver,
+) {
+    while let Some(mut tx) = incoming.recv().await {
+        if let Some(mut dialog) = sip.dialogs.match_dialog(&tx) {
+            tokio::spawn(async move {
+                if let Err(e) = dialog.handle(&mut tx).await {
+                    tracing::debug!(error = %e, "in-dialog request failed");
+                }
+            });
+            continue;
+        }
+        let has_to_tag = tx
+            .original
+            .to_header()
+            .ok()
+            .and_then(|t| t.tag().ok().flatten())
+            .is_some();
+        match tx.original.method {
+            Method::Invite if !has_to_tag => inbound::spawn(sip.clone(), tx),
+            Method::Options => {
+                let allow = Header::Allow("INVITE, ACK, CANCEL, BYE, OPTIONS".into());
+                let _ = tx.reply_with(StatusCode::OK, vec![allow], None).await;
+            }
+            Method::Invite | Method::Bye => {
+                let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+            }
+            Method::Ack => {}
+            _ => {
+                let _ = tx.reply(StatusCode::MethodNotAllowed).await;
+            }
+        }
+    }
+}
+
+/// The user part of a URI, or its host when it has none.
+pub(crate) fn user_of(uri: &Uri) -> String {
+    uri.user()
+        .map(str::to_string)
+        .unwrap_or_else(|| uri.host_with_port.to_string())
+}
+
+/// The From user of a request.
+pub(crate) fn caller_of(req: &rsipstack::sip::Request) -> String {
+    req.from_header()
+        .ok()
+        .and_then(|h| h.typed().ok())
+        .map(|from| user_of(&from.uri))
+        .unwrap_or_else(|| "anonymous".into())
+}
