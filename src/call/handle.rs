@@ -22,7 +22,11 @@ pub enum Control {
         client: Arc<ClientHandle>,
         reply: oneshot::Sender<Result<(), ProtocolError>>,
     },
-    Reject(u16),
+    /// Reject an offered call for `client` with this status.
+    Reject {
+        status: u16,
+        client: Arc<ClientHandle>,
+    },
     Hangup,
     OwnerGone,
     Shutdown,

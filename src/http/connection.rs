@@ -73,11 +73,35 @@ impl Connection {
             Command::Answer { call } => self.answer(call).await,
             Command::Reject { call, status } => {
                 let call = self.offered_call(call)?;
-                self.control(&call, Control::Reject(status))
+                self.control(
+                    &call,
+                    Control::Reject {
+                        status,
+                        client: self.client.clone(),
+                    },
+                )
+            }
+            Command::Hangup { call: Some(id) } if !self.owned.contains_key(id) => {
+                // Hanging up a call that is only offered to us rejects it.
+                let call = self.board.call(id).ok_or_else(|| unknown(id))?;
+                if call.owner_id().is_some_and(|owner| owner != self.client.id) {
+                    return Err(ProtocolError::new(
+                        403,
+                        format!("call {id} belongs to another client"),
+                    ));
+                }
+                let call = self.offered_call(id)?;
+                self.control(
+                    &call,
+                    Control::Reject {
+                        status: 486,
+                        client: self.client.clone(),
+                    },
+                )
             }
             Command::Hangup { call } => {
                 let call = match call {
-                    Some(id) => self.call_for_hangup(id)?,
+                    Some(id) => self.owned_call(id)?,
                     None => self.only_call()?,
                 };
                 self.control(&call, Control::Hangup)
@@ -188,12 +212,6 @@ impl Connection {
             )),
             None => Err(unknown(id)),
         }
-    }
-
-    /// HANGUP may end a call this client owns, or reject one offered to it.
-    fn call_for_hangup(&mut self, id: &str) -> Result<Arc<Call>, ProtocolError> {
-        self.owned_call(id)
-            .or_else(|e| self.offered_call(id).map_err(|_| e))
     }
 
     /// The connection's one live call, for the forms without a call id.

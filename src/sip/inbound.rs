@@ -134,7 +134,13 @@ impl InboundCall {
                             }
                         }
                     }
-                    Some(Control::Reject(status)) => self.input(Input::Reject(status)),
+                    Some(Control::Reject { status, client }) => {
+                        // The client that decided is the one that need not hear the offer withdrawn.
+                        if self.state.phase() == crate::call::state::Phase::Offered {
+                            self.call.set_owner(client);
+                        }
+                        self.input(Input::Reject(status))
+                    }
                     Some(Control::Hangup) => self.input(Input::Hangup),
                     Some(Control::OwnerGone) => self.input(Input::OwnerGone),
                     Some(Control::Shutdown) | None => self.input(Input::Shutdown),

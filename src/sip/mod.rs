@@ -7,6 +7,7 @@
 pub mod inbound;
 pub mod outbound;
 mod requests;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,6 +102,17 @@ async fn route(
     mut incoming: TransactionReceiver,
 ) {
     while let Some(mut tx) = incoming.recv().await {
+        if let Err(invalid) = validate_request(&tx.original) {
+            tracing::info!(status = invalid.status, why = %invalid.why, "refusing a malformed request");
+            let warning = Header::Other(
+                "Warning".into(),
+                format!("399 siprelay \"{}\"", invalid.why),
+            );
+            let _ = tx
+                .reply_with(StatusCode::from(invalid.status), vec![warning], None)
+                .await;
+            continue;
+        }
         if let Some(mut dialog) = sip.dialogs.match_dialog(&tx) {
             tokio::spawn(async move {
                 if let Err(e) = dialog.handle(&mut tx).await {
@@ -130,6 +142,24 @@ async fn route(
             }
         }
     }
+}
+
+fn validate_request(req: &rsipstack::sip::Request) -> Result<(), validate::Invalid> {
+    let method = req.method.to_string();
+    let uri = req.uri.to_string();
+    let rendered: Vec<String> = req.headers.iter().map(|h| h.to_string()).collect();
+    let headers = rendered
+        .iter()
+        .filter_map(|h| h.split_once(':'))
+        .map(|(n, v)| (n.trim(), v.trim()))
+        .collect();
+    validate::check(&validate::RequestText {
+        method: &method,
+        uri: &uri,
+        version_2_0: req.version == rsipstack::sip::Version::V2,
+        headers,
+        body_len: req.body.len(),
+    })
 }
 
 /// The user part of a URI, or its host when it has none.

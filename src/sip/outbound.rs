@@ -131,7 +131,7 @@ impl OutboundCall {
                         let _ = reply.send(Err(ProtocolError::new(409, "an outgoing call cannot be answered")));
                         continue;
                     }
-                    Some(Control::Reject(_)) => continue,
+                    Some(Control::Reject { .. }) => continue,
                     Some(Control::Hangup) => self.input(Input::Hangup),
                     Some(Control::OwnerGone) => self.input(Input::OwnerGone),
                     Some(Control::Shutdown) | None => self.input(Input::Shutdown),

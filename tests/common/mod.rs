@@ -24,9 +24,11 @@ pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose:
 /// run in parallel without fighting over ports.
 pub fn rtp_range(pairs: u16) -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 30000 + (std::process::id() % 200) as u16 * 100;
-    let start = base + NEXT.fetch_add(pairs * 2 + 2, Ordering::Relaxed) % 20000;
-    (start, start + pairs * 2 - 1)
+    let span = pairs as u32 * 2 + 2;
+    let offset =
+        (std::process::id() * 200 + NEXT.fetch_add(span as u16, Ordering::Relaxed) as u32) % 28000;
+    let start = (30000 + offset) & !1;
+    (start as u16, (start + pairs as u32 * 2 - 1) as u16)
 }
 
 pub async fn start_daemon() -> Daemon {
