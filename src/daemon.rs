@@ -57,7 +57,9 @@ impl Daemon {
             board: board.clone(),
             dialer: sip.clone(),
         });
+        let listener = axum::serve::ListenerExt::tap_io(listener, http::tune_socket);
         let graceful = stop_http.clone();
+
         let http_task = tokio::spawn(async move {
             let server = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { graceful.cancelled().await });

@@ -17,6 +17,21 @@ pub struct AppState {
     pub dialer: Arc<dyn Dialer>,
 }
 
+/// Most bytes a client connection may hold unsent in the kernel. Without a
+/// bound, a client that stops reading would soak up megabytes of stale
+/// audio there; with it, the writer stalls after a fraction of a second and
+/// the client's bounded audio queue starts dropping frames instead. Bytes
+/// already in flight do not count, so a fast client on a long link keeps
+/// its full TCP window.
+const UNSENT_LIMIT: u32 = 16 * 1024;
+
+/// Per-connection socket options: no Nagle delay for small audio frames,
+/// and the unsent-bytes bound above.
+pub fn tune_socket(stream: &mut tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&*stream).set_tcp_notsent_lowat(UNSENT_LIMIT);
+}
+
 pub fn router(state: AppState) -> Router {
     let token = state.board.config.api_token.clone();
     Router::new()
