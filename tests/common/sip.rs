@@ -367,6 +367,12 @@ impl SipPeer {
 
     /// Sends BYE in a dialog (either role) and waits for its 200.
     pub async fn bye(&mut self, d: &mut Dialog) {
+        self.send_bye(d).await;
+        self.expect_response("BYE", 200).await;
+    }
+
+    /// Sends BYE in a dialog (either role).
+    pub async fn send_bye(&self, d: &mut Dialog) {
         d.cseq += 1;
         let msg = format!(
             "BYE {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag={ltag}\r\n\
@@ -381,7 +387,6 @@ impl SipPeer {
             cseq = d.cseq,
         );
         self.send_raw(&msg).await;
-        self.expect_response("BYE", 200).await;
     }
 
     // ----- as a callee (UAS) -----
@@ -463,11 +468,16 @@ impl SipPeer {
 
     /// Sends 200 OK with our SDP to the INVITE of `d`, then waits for the ACK.
     pub async fn answer(&mut self, d: &Dialog, from: SocketAddr, pt: u8) {
+        self.send_answer(d, from, pt).await;
+        self.expect_request("ACK").await;
+    }
+
+    /// Sends 200 OK with our SDP (payload type `pt`) to the INVITE of `d`.
+    pub async fn send_answer(&self, d: &Dialog, from: SocketAddr, pt: u8) {
         let body = sdp_offer(self.rtp_addr, &pt.to_string());
         let invite = d.invite.clone().unwrap();
         self.respond(&invite, from, 200, "OK", Some(&d.local_tag), Some(&body))
             .await;
-        self.expect_request("ACK").await;
     }
 
     // ----- media -----
