@@ -13,7 +13,8 @@ use super::AppState;
 use crate::client::ClientQueues;
 use crate::wire::{Dialect, Event, ProtocolError};
 
-/// Frames above this are refused by the WebSocket layer itself (close 1009);
+/// Frames above this are refused by the WebSocket layer itself, which ends the connection;
+
 /// between `MAX_COMMAND_BYTES` and this, the client gets `ERROR:413`.
 const MAX_FRAME_BYTES: usize = 8 * MAX_COMMAND_BYTES;
 
