@@ -13,9 +13,9 @@ use super::AppState;
 use crate::client::ClientQueues;
 use crate::wire::{Dialect, Event, ProtocolError};
 
-/// Frames above this are refused by the WebSocket layer itself, which ends the connection;
-
-/// between `MAX_COMMAND_BYTES` and this, the client gets `ERROR:413`.
+/// Frames above this are refused by the WebSocket layer itself, which ends
+/// the connection; between `MAX_COMMAND_BYTES` and this, the client gets
+/// `ERROR:413`.
 const MAX_FRAME_BYTES: usize = 8 * MAX_COMMAND_BYTES;
 
 /// Frames written per flush: one flush (one write system call) carries a
