@@ -268,8 +268,3 @@ pub enum DialError {
     #[error("no RTP port pair free")]
     NoPorts(CallId),
 }
-
-/// Why a client's command about a call was refused.
-pub fn call_error(code: u16, what: &str, call: &str) -> ProtocolError {
-    ProtocolError::new(code, format!("{what} {call}"))
-}

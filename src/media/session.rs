@@ -123,25 +123,18 @@ pub async fn receive(session: Arc<MediaSession>, owner: Arc<ClientHandle>) {
             _ = session.stopped.cancelled() => return,
         };
         let stats = &session.stats;
-        match latched {
-            Some(addr) if addr != from => {
+        let packet = match RtpPacket::parse(&datagram[..len]) {
+            Ok(p) if latched.is_none_or(|addr| addr == from) => p,
+            _ => {
                 stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            Some(_) => {}
-            None => {
-                let Ok(_) = RtpPacket::parse(&datagram[..len]) else {
-                    stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                latched = Some(from);
-                session.outbound().peer = from;
-            }
-        }
-        let Ok(packet) = RtpPacket::parse(&datagram[..len]) else {
-            stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
-            continue;
         };
+        if latched.is_none() {
+            // The first real RTP packet decides where ours go from now on.
+            latched = Some(from);
+            session.outbound().peer = from;
+        }
         if packet.payload_type != session.codec.payload_type {
             stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
             continue;

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::{Header, Method, StatusCode, Uri};
-use rsipstack::transaction::endpoint::EndpointInnerRef;
 use rsipstack::transaction::TransactionReceiver;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
@@ -85,7 +84,7 @@ impl SipEndpoint {
             local,
             contact,
         });
-        tokio::spawn(route(sip.clone(), endpoint.inner.clone(), incoming));
+        tokio::spawn(route(sip.clone(), incoming));
         tracing::info!(%local, "SIP listening on UDP");
         Ok(sip)
     }
@@ -96,11 +95,7 @@ impl SipEndpoint {
 }
 
 /// Sends each incoming transaction where it belongs.
-async fn route(
-    sip: Arc<SipEndpoint>,
-    _endpoint: EndpointInnerRef,
-    mut incoming: TransactionReceiver,
-) {
+async fn route(sip: Arc<SipEndpoint>, mut incoming: TransactionReceiver) {
     while let Some(mut tx) = incoming.recv().await {
         if let Err(invalid) = validate_request(&tx.original) {
             tracing::info!(status = invalid.status, why = %invalid.why, "refusing a malformed request");

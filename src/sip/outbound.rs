@@ -73,7 +73,7 @@ impl Dialer for SipEndpoint {
         };
         tracing::info!(call = %call.id, %target, "outgoing call started");
         let task = OutboundCall {
-            sip: self.board.clone(),
+            board: self.board.clone(),
             dialogs: self.dialogs.clone(),
             call: call.clone(),
             dialog,
@@ -105,7 +105,7 @@ impl SipEndpoint {
 }
 
 struct OutboundCall {
-    sip: Arc<crate::switchboard::Switchboard>,
+    board: Arc<crate::switchboard::Switchboard>,
     dialogs: Arc<rsipstack::dialog::dialog_layer::DialogLayer>,
     call: Arc<Call>,
     dialog: InviteDialog,
@@ -196,16 +196,16 @@ impl OutboundCall {
                         if let (Some(rtp), Some(owner), Some(remote)) =
                             (self.rtp.take(), self.call.owner(), remote.as_ref())
                         {
-                            self.sip.start_media(&self.call, rtp, remote, owner);
+                            self.board.start_media(&self.call, rtp, remote, owner);
                         }
                     }
                     Action::Notify(notice) => {
                         tracing::info!(?notice, "call event");
-                        self.sip.notify(&self.call, &notice);
+                        self.board.notify(&self.call, &notice);
                     }
                     Action::Finish(cause) => {
                         tracing::info!(?cause, "call ended");
-                        self.sip.finish(&self.call);
+                        self.board.finish(&self.call);
                         self.dialogs.remove_dialog(&self.dialog.id());
                         return;
                     }
