@@ -119,6 +119,9 @@ impl Switchboard {
         if clients.is_empty() {
             return false;
         }
+        // Recorded before anyone hears of it, so that an answer racing the
+        // offer finds itself among the offered.
+        call.set_offered_to(clients.clone());
         let event = Event::RingAns {
             caller: &call.from,
             call: call.id.as_str(),
@@ -126,7 +129,6 @@ impl Switchboard {
         for c in &clients {
             c.send_event(&event);
         }
-        call.set_offered_to(clients);
         true
     }
 
