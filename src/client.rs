@@ -1,12 +1,15 @@
 //! `ClientHandle`: the daemon's side of one connected WebSocket client.
 //!
-//! Everything the daemon tells a client goes through two bounded queues
-//! drained by that client's writer task: control events, which must never
-//! be lost, and audio frames, which are dropped (and counted) when the
-//! client does not keep up. A full queue never blocks the sender, so a
-//! stalled client cannot delay RTP for any call, its own included.
+//! Everything the daemon tells a client goes through one bounded queue,
+//! drained by that client's writer task, so a call's audio and its `BYE`
+//! arrive in the order they happened. Audio is dropped (and counted) when
+//! the client falls behind by more than about 2 s per call it owns; control
+//! events are never dropped, but a client that lets thousands of them pile
+//! up has stopped reading and is disconnected. Nothing here ever blocks the
+//! sender, so a stalled client cannot delay RTP for any call, its own
+//! included.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -15,70 +18,132 @@ use crate::wire::{Dialect, Event};
 
 pub type ClientId = u64;
 
-/// Control events a client may have unread before it is deemed dead.
-pub const CONTROL_QUEUE: usize = 1024;
-/// Audio frames a client may have unread (about 2 s of one call).
-pub const AUDIO_QUEUE: usize = 100;
+/// Messages a client may have unread before it is deemed dead.
+pub const QUEUE: usize = 4096;
+/// Audio frames a client may have unread, per call whose audio it receives
+/// (100 frames: 2 s of that call).
+pub const AUDIO_FRAMES_PER_CALL: usize = 100;
+
+/// One queued message.
+#[derive(Debug)]
+pub enum Outgoing {
+    Control(String),
+    Audio(String),
+}
+
+/// Which incoming calls a client is offered (`/ws?offers=...`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OfferFilter {
+    /// Every incoming call (the default).
+    #[default]
+    All,
+    /// None: the client only places calls.
+    Nothing,
+    /// Calls whose called number (Request-URI user) is one of these.
+    Numbers(Vec<String>),
+}
+
+impl OfferFilter {
+    /// `all`, `none`, or a comma-separated list of called numbers.
+    pub fn parse(text: &str) -> OfferFilter {
+        match text.trim() {
+            "" | "all" => OfferFilter::All,
+            "none" => OfferFilter::Nothing,
+            list => OfferFilter::Numbers(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn wants(&self, called: &str) -> bool {
+        match self {
+            OfferFilter::All => true,
+            OfferFilter::Nothing => false,
+            OfferFilter::Numbers(numbers) => numbers.iter().any(|n| n == called),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct ClientHandle {
     pub id: ClientId,
     pub dialect: Dialect,
-    control: mpsc::Sender<String>,
-    audio: mpsc::Sender<String>,
-    /// Cancelled when the connection must close (too slow, shutdown, replaced).
+    pub offers: OfferFilter,
+    queue: mpsc::Sender<Outgoing>,
+    /// Cancelled when the connection must close (too slow, shutdown).
     pub closing: CancellationToken,
+    /// Audio frames queued and not yet written.
+    audio_queued: AtomicUsize,
+    /// Calls whose audio currently flows to this client.
+    audio_streams: AtomicUsize,
     frames_dropped: AtomicU64,
 }
 
-/// The receiving ends, owned by the connection's writer task.
-pub struct ClientQueues {
-    pub control: mpsc::Receiver<String>,
-    pub audio: mpsc::Receiver<String>,
-}
-
 impl ClientHandle {
-    pub fn new(id: ClientId, dialect: Dialect) -> (ClientHandle, ClientQueues) {
-        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
-        let (audio_tx, audio_rx) = mpsc::channel(AUDIO_QUEUE);
+    pub fn new(
+        id: ClientId,
+        dialect: Dialect,
+        offers: OfferFilter,
+    ) -> (ClientHandle, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
         let handle = ClientHandle {
             id,
             dialect,
-            control: control_tx,
-            audio: audio_tx,
+            offers,
+            queue: tx,
             closing: CancellationToken::new(),
+            audio_queued: AtomicUsize::new(0),
+            audio_streams: AtomicUsize::new(0),
             frames_dropped: AtomicU64::new(0),
         };
-        (
-            handle,
-            ClientQueues {
-                control: control_rx,
-                audio: audio_rx,
-            },
-        )
+        (handle, rx)
     }
 
-    /// Queues a control event. A client that lets a thousand of them pile up
-    /// has stopped reading: it is closed rather than allowed to grow memory.
+    /// Queues a control event in this client's dialect.
     pub fn send_event(&self, event: &Event<'_>) {
         self.send_text(event.format(self.dialect));
     }
 
+    /// Queues a control message already formatted.
     pub fn send_text(&self, text: String) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.control.try_send(text) {
-            tracing::warn!(
-                client = self.id,
-                "client stopped reading control events; closing it"
-            );
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.queue.try_send(Outgoing::Control(text))
+        {
+            tracing::warn!(client = self.id, "client stopped reading; closing it");
             self.closing.cancel();
         }
     }
 
     /// Queues one audio frame, or drops it if the client is behind.
     pub fn send_audio(&self, text: String) {
-        if self.audio.try_send(text).is_err() {
+        let budget = AUDIO_FRAMES_PER_CALL * self.audio_streams.load(Ordering::Relaxed).max(1);
+        if self.audio_queued.load(Ordering::Relaxed) >= budget
+            || self.queue.try_send(Outgoing::Audio(text)).is_err()
+        {
             self.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        self.audio_queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The writer took a message off the queue.
+    pub fn dequeued(&self, message: &Outgoing) {
+        if let Outgoing::Audio(_) = message {
+            self.audio_queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A call's audio starts (or stops) flowing to this client.
+    pub fn audio_stream_started(&self) {
+        self.audio_streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn audio_stream_ended(&self) {
+        self.audio_streams.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn frames_dropped(&self) -> u64 {
@@ -90,25 +155,57 @@ impl ClientHandle {
 mod tests {
     use super::*;
 
+    fn drain(h: &ClientHandle, rx: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            h.dequeued(&m);
+            out.push(match m {
+                Outgoing::Control(t) | Outgoing::Audio(t) => t,
+            });
+        }
+        out
+    }
+
     #[test]
-    fn audio_is_dropped_and_counted_when_the_client_lags() {
-        let (h, mut q) = ClientHandle::new(1, Dialect::V1);
-        for i in 0..AUDIO_QUEUE + 5 {
+    fn audio_is_dropped_and_counted_past_the_per_call_budget() {
+        let (h, mut rx) = ClientHandle::new(1, Dialect::V1, OfferFilter::All);
+        h.audio_stream_started();
+        h.audio_stream_started();
+        for i in 0..2 * AUDIO_FRAMES_PER_CALL + 5 {
             h.send_audio(format!("RTP:{i}"));
         }
         assert_eq!(h.frames_dropped(), 5);
-        assert_eq!(q.audio.try_recv().unwrap(), "RTP:0");
+        assert_eq!(drain(&h, &mut rx).len(), 2 * AUDIO_FRAMES_PER_CALL);
+        // Once the writer caught up, audio is accepted again.
+        h.send_audio("RTP:late".into());
+        assert_eq!(h.frames_dropped(), 5);
         assert!(!h.closing.is_cancelled());
     }
 
     #[test]
-    fn a_client_that_never_reads_control_events_is_closed() {
-        let (h, _q) = ClientHandle::new(1, Dialect::V1);
-        for _ in 0..CONTROL_QUEUE {
+    fn control_keeps_its_place_after_audio() {
+        let (h, mut rx) = ClientHandle::new(1, Dialect::V1, OfferFilter::All);
+        h.send_audio("RTP:a".into());
+        h.send_event(&Event::Bye { call: "c" });
+        assert_eq!(drain(&h, &mut rx), ["RTP:a", "BYE:c"]);
+    }
+
+    #[test]
+    fn a_client_that_never_reads_is_closed() {
+        let (h, _rx) = ClientHandle::new(1, Dialect::V1, OfferFilter::All);
+        for _ in 0..QUEUE {
             h.send_event(&Event::Pong);
         }
         assert!(!h.closing.is_cancelled());
         h.send_event(&Event::Pong);
         assert!(h.closing.is_cancelled());
+    }
+
+    #[test]
+    fn offer_filters() {
+        assert!(OfferFilter::parse("").wants("2000"));
+        assert!(!OfferFilter::parse("none").wants("2000"));
+        let f = OfferFilter::parse("2000, 2001");
+        assert!(f.wants("2001") && !f.wants("200"));
     }
 }

@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 use crate::call::ports::{PortLease, PortPairAllocator};
 use crate::call::state::{Direction, Notice};
 use crate::call::{Call, CallId, Control};
-use crate::client::{ClientHandle, ClientId};
+use crate::client::{ClientHandle, ClientId, OfferFilter, Outgoing};
 use crate::config::Config;
 use crate::media::clock::MediaClock;
 use crate::media::sdp::RemoteMedia;
-use crate::media::session::{self, MediaSession, RtpBinding};
+use crate::media::session::{MediaSession, RtpBinding};
 use crate::wire::{Dialect, Event, ProtocolError};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,12 +63,13 @@ impl Switchboard {
     pub fn connect_client(
         &self,
         dialect: Dialect,
-    ) -> (Arc<ClientHandle>, crate::client::ClientQueues) {
+        offers: OfferFilter,
+    ) -> (Arc<ClientHandle>, mpsc::Receiver<Outgoing>) {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
-        let (handle, queues) = ClientHandle::new(id, dialect);
+        let (handle, queue) = ClientHandle::new(id, dialect, offers);
         let handle = Arc::new(handle);
         self.clients.insert(id, handle.clone());
-        (handle, queues)
+        (handle, queue)
     }
 
     /// Forgets a client and hangs up every call it owns.
@@ -80,6 +82,11 @@ impl Switchboard {
 
     pub fn clients(&self) -> Vec<Arc<ClientHandle>> {
         self.clients.iter().map(|c| c.value().clone()).collect()
+    }
+
+    /// Whether any connected client would be offered a call to `called`.
+    pub fn takes_calls_to(&self, called: &str) -> bool {
+        self.clients.iter().any(|c| c.offers.wants(called))
     }
 
     pub fn client_count(&self) -> usize {
@@ -114,20 +121,29 @@ impl Switchboard {
 
     /// Offers an inbound call to every connected client. False if there is
     /// nobody to offer it to.
+    /// Offers an inbound call to every connected client that takes calls
+    /// to its number. False if there is nobody to offer it to.
     pub fn offer(&self, call: &Arc<Call>) -> bool {
-        let clients = self.clients();
+        let clients: Vec<_> = self
+            .clients
+            .iter()
+            .filter(|c| c.offers.wants(&call.to))
+            .map(|c| c.value().clone())
+            .collect();
         if clients.is_empty() {
             return false;
         }
         // Recorded before anyone hears of it, so that an answer racing the
         // offer finds itself among the offered.
         call.set_offered_to(clients.clone());
-        let event = Event::RingAns {
+        // The same text in both dialects: formatted once for everyone.
+        let text = Event::RingAns {
             caller: &call.from,
             call: call.id.as_str(),
-        };
+        }
+        .format(Dialect::V1);
         for c in &clients {
-            c.send_event(&event);
+            c.send_text(text.clone());
         }
         true
     }
@@ -222,7 +238,7 @@ impl Switchboard {
             return;
         }
         self.clock.add(session.clone());
-        tokio::spawn(session::receive(session, owner));
+        session.start_receiving(owner);
     }
 
     /// The call is over: stop its media, forget it.

@@ -335,3 +335,25 @@ async fn shutdown_hangs_up_calls_and_closes_clients() {
         .expect("shutdown finishes")
         .unwrap();
 }
+
+#[tokio::test]
+async fn clients_are_offered_only_the_numbers_they_take() {
+    let daemon = start_daemon().await;
+    let mut sales = WsClient::connect_path(daemon.http_addr, "/ws?offers=2000,2001").await;
+    let mut dialer = WsClient::connect_path(daemon.http_addr, "/ws?offers=none").await;
+    let mut peer = SipPeer::new(daemon.sip_addr()).await;
+
+    let d = peer.invite("1001", "2001", Some("0")).await;
+    let id = call_id_of(&sales.expect("RING_ANS:1001##").await);
+    sales.send(&format!("CALL_IGNORE:{id}")).await;
+    let resp = peer.expect_response("INVITE", 486).await;
+    peer.ack_failure(&d, &resp).await;
+
+    // Nobody takes 3000: rejected at once, and the dialer heard of neither call.
+    let d = peer.invite("1001", "3000", Some("0")).await;
+    let resp = peer.expect_response("INVITE", 480).await;
+    peer.ack_failure(&d, &resp).await;
+    dialer.send("PING").await;
+    assert_eq!(dialer.expect("").await, "PONG");
+    daemon.shutdown().await;
+}

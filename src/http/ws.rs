@@ -5,12 +5,15 @@
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
+use std::sync::Arc;
+
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
+use tokio::sync::mpsc;
 
 use super::connection::{Connection, MAX_COMMAND_BYTES};
 use super::AppState;
-use crate::client::ClientQueues;
+use crate::client::{ClientHandle, OfferFilter, Outgoing};
 use crate::wire::{Dialect, Event, ProtocolError};
 
 /// Frames above this are refused by the WebSocket layer itself, which ends
@@ -22,9 +25,19 @@ const MAX_FRAME_BYTES: usize = 8 * MAX_COMMAND_BYTES;
 /// burst of frames when several calls' audio is ready at once.
 const WRITE_BATCH: usize = 32;
 
+/// Read buffer per connection. tungstenite zero-fills the whole read buffer
+/// before every read, so its 128 KiB default costs a 128 KiB memset per
+/// message (and 128 KiB of memory per client); audio messages are a few
+/// hundred bytes.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Frames are written out once this much is buffered, or at each flush.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
 #[derive(Debug, Deserialize)]
 pub struct WsParams {
     dialect: Option<String>,
+    offers: Option<String>,
 }
 
 pub async fn upgrade(
@@ -36,22 +49,30 @@ pub async fn upgrade(
         Some("legacy") => Dialect::Legacy,
         _ => Dialect::V1,
     };
+    let offers = OfferFilter::parse(params.offers.as_deref().unwrap_or_default());
     ws.max_message_size(MAX_FRAME_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket: WebSocket| async move {
             let (sink, stream) = socket.split();
-            serve(state, dialect, sink, stream).await
+            serve(state, dialect, offers, sink, stream).await
         })
 }
 
 /// Runs one client connection to its end.
-pub async fn serve<S, R, E>(state: AppState, dialect: Dialect, sink: S, stream: R)
-where
+pub async fn serve<S, R, E>(
+    state: AppState,
+    dialect: Dialect,
+    offers: OfferFilter,
+    sink: S,
+    stream: R,
+) where
     S: Sink<Message> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, E>> + Unpin,
 {
-    let (client, queues) = state.board.connect_client(dialect);
+    let (client, queue) = state.board.connect_client(dialect, offers);
     tracing::info!(client = client.id, ?dialect, "client connected");
-    let writer = tokio::spawn(write_loop(sink, queues, client.closing.clone()));
+    let writer = tokio::spawn(write_loop(sink, queue, client.clone()));
     let mut connection = Connection::new(state.board.clone(), state.dialer.clone(), client.clone());
     read_loop(&mut connection, stream).await;
     state.board.disconnect_client(client.id);
@@ -88,32 +109,22 @@ where
     }
 }
 
-async fn write_loop<S>(
-    mut sink: S,
-    mut queues: ClientQueues,
-    closing: tokio_util::sync::CancellationToken,
-) where
+async fn write_loop<S>(mut sink: S, mut queue: mpsc::Receiver<Outgoing>, client: Arc<ClientHandle>)
+where
     S: Sink<Message> + Unpin,
 {
     loop {
         let first = tokio::select! {
             biased;
-            _ = closing.cancelled() => break,
-            Some(t) = queues.control.recv() => t,
-            Some(t) = queues.audio.recv() => t,
+            _ = client.closing.cancelled() => break,
+            Some(m) = queue.recv() => m,
         };
-        if sink.feed(text(first)).await.is_err() {
+        if sink.feed(text(&client, first)).await.is_err() {
             return;
         }
         for _ in 1..WRITE_BATCH {
-            let Ok(next) = queues
-                .control
-                .try_recv()
-                .or_else(|_| queues.audio.try_recv())
-            else {
-                break;
-            };
-            if sink.feed(text(next)).await.is_err() {
+            let Ok(next) = queue.try_recv() else { break };
+            if sink.feed(text(&client, next)).await.is_err() {
                 return;
             }
         }
@@ -122,9 +133,11 @@ async fn write_loop<S>(
         }
     }
     // Control events already queued (a final BYE, say) still go out.
-    while let Ok(t) = queues.control.try_recv() {
-        if sink.feed(text(t)).await.is_err() {
-            return;
+    while let Ok(m) = queue.try_recv() {
+        if let Outgoing::Control(_) = m {
+            if sink.feed(text(&client, m)).await.is_err() {
+                return;
+            }
         }
     }
     let close = CloseFrame {
@@ -135,6 +148,8 @@ async fn write_loop<S>(
     let _ = sink.close().await;
 }
 
-fn text(s: String) -> Message {
-    Message::Text(Utf8Bytes::from(s))
+fn text(client: &ClientHandle, message: Outgoing) -> Message {
+    client.dequeued(&message);
+    let (Outgoing::Control(t) | Outgoing::Audio(t)) = message;
+    Message::Text(Utf8Bytes::from(t))
 }

@@ -7,11 +7,11 @@
 //! audio message; it is never held across an await.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
+use tokio::task::AbortHandle;
 
 use super::playout::{PlayoutQueue, QueueFull, FRAME_SAMPLES};
 use super::rtp::RtpPacket;
@@ -59,9 +59,11 @@ pub struct MediaSession {
     pub telephone_event: Option<u8>,
     pub outbound: Mutex<Outbound>,
     pub stats: MediaStats,
-    /// Cancelled when the call ends: the receive task exits and the clock
-    /// drops the session at its next tick.
-    pub stopped: CancellationToken,
+    /// Set when the call ends: the clock drops the session at its next tick.
+    stopped: AtomicBool,
+    /// The receive task, aborted when the call ends. (A flag checked per
+    /// packet would cost a select and a waker registration per packet.)
+    receiver: Mutex<Option<AbortHandle>>,
 }
 
 impl MediaSession {
@@ -82,7 +84,8 @@ impl MediaSession {
                 peer,
             }),
             stats: MediaStats::default(),
-            stopped: CancellationToken::new(),
+            stopped: AtomicBool::new(false),
+            receiver: Mutex::new(None),
         })
     }
 
@@ -98,29 +101,56 @@ impl MediaSession {
     }
 
     pub fn stop(&self) {
-        self.stopped.cancel();
+        self.stopped.store(true, Ordering::Release);
+        if let Some(task) = self
+            .receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
     }
 
     pub fn is_stopped(&self) -> bool {
-        self.stopped.is_cancelled()
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Starts the receive task forwarding the far end's audio to `owner`.
+    pub fn start_receiving(self: &Arc<Self>, owner: Arc<ClientHandle>) {
+        owner.audio_stream_started();
+        let task = tokio::spawn(receive(self.clone(), AudioStream(owner)));
+        let mut slot = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_stopped() {
+            task.abort();
+        } else {
+            *slot = Some(task.abort_handle());
+        }
     }
 }
 
-/// Receives the far end's RTP until the call stops, forwarding each 20 ms of
-/// decoded audio to `owner`.
-pub async fn receive(session: Arc<MediaSession>, owner: Arc<ClientHandle>) {
+/// A call's audio flowing to a client, for as long as this lives (the
+/// receive task may be aborted at any await: Drop still runs).
+struct AudioStream(Arc<ClientHandle>);
+
+impl Drop for AudioStream {
+    fn drop(&mut self) {
+        self.0.audio_stream_ended();
+    }
+}
+
+/// Receives the far end's RTP until the call stops (the task is aborted),
+/// forwarding each 20 ms of decoded audio to the owner.
+async fn receive(session: Arc<MediaSession>, owner: AudioStream) {
     let mut datagram = [0u8; 2048];
-    let mut forward = Forwarder::new(session.call.clone(), owner);
+    let mut forward = Forwarder::new(session.call.clone(), owner.0.clone());
     let mut latched: Option<SocketAddr> = None;
     loop {
-        let (len, from) = tokio::select! {
-            r = session.rtp.socket.recv_from(&mut datagram) => match r {
-                Ok(r) => r,
-                // ICMP port unreachable from an earlier send shows up here on
-                // Linux; it says nothing about this socket, so keep going.
-                Err(_) => continue,
-            },
-            _ = session.stopped.cancelled() => return,
+        let (len, from) = match session.rtp.socket.recv_from(&mut datagram).await {
+            Ok(r) => r,
+            // ICMP port unreachable from an earlier send shows up here on
+            // Linux; it says nothing about this socket, so keep going.
+            Err(_) => continue,
         };
         let stats = &session.stats;
         let packet = match RtpPacket::parse(&datagram[..len]) {

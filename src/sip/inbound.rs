@@ -39,8 +39,8 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
         let _ = tx.reply(StatusCode::ServiceUnavailable).await;
         return;
     };
-    if board.client_count() == 0 {
-        tracing::info!(%from, %to, "incoming call rejected: no client connected (480)");
+    if !board.takes_calls_to(&to) {
+        tracing::info!(%from, %to, "incoming call rejected: no client takes it (480)");
         let _ = tx.reply(StatusCode::TemporarilyUnavailable).await;
         return;
     }

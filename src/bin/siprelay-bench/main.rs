@@ -59,10 +59,14 @@ struct Args {
     /// Seconds between the last call set up and the steady window.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// WebSocket connections (default: one per call). Every client hears
-    /// every offer; client i answers calls i, i+K, i+2K, ...
+    /// WebSocket connections (default: one per call). Client i takes calls
+    /// to number `c{i}` (`/ws?offers=c{i}`): calls i, i+K, i+2K, ...
     #[arg(long)]
     clients: Option<usize>,
+    /// Offer every call to every client instead (the default `/ws`), as a
+    /// pool of agents would be: the offers then cost clients × calls.
+    #[arg(long)]
+    broadcast_offers: bool,
     /// Frames per audio message the clients send (1: one 20 ms frame back
     /// for each frame received; F: F frames after every F-th frame).
     #[arg(long, default_value_t = 1)]
@@ -191,6 +195,7 @@ fn main_with(args: &Args) -> anyhow::Result<ExitCode> {
         warmup: args.warmup,
         clients: args.clients.unwrap_or(args.calls).clamp(1, args.calls),
         chunk: args.ws_chunk.max(1),
+        broadcast_offers: args.broadcast_offers,
         daemon_rtp: parse_range(&args.rtp_ports).unwrap_or((20000, 29999)),
     };
     let measured = runtime.block_on(run::run(&plan, &mut daemon));

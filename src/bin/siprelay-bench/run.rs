@@ -25,6 +25,8 @@ pub struct Plan {
     pub warmup: f64,
     pub clients: usize,
     pub chunk: usize,
+    /// Every client is offered every call (no `?offers=` routing).
+    pub broadcast_offers: bool,
 }
 
 /// Everything measured, before it is turned into the report.
@@ -98,6 +100,8 @@ pub async fn run(plan: &Plan, daemon: &mut Daemon) -> anyhow::Result<Measured> {
             tokio::spawn(ws::run(ClientSetup {
                 index,
                 clients: plan.clients,
+                offers: (!plan.broadcast_offers)
+                    .then(|| crate::sip::callee(index, Some(plan.clients))),
                 http: daemon.http,
                 shared: shared.clone(),
                 tone: tone.clone(),
@@ -128,7 +132,8 @@ pub async fn run(plan: &Plan, daemon: &mut Daemon) -> anyhow::Result<Measured> {
     // Phase 2: calls placed at the set rate; media starts as each is answered.
     let media = MediaThread::start(sockets, shared.clone());
     let progress = Arc::new(Progress::default());
-    let uac = SipUac::new(daemon.sip, &ports, shared.clone(), progress.clone()).await?;
+    let routed = (!plan.broadcast_offers).then_some(plan.clients);
+    let uac = SipUac::new(daemon.sip, &ports, routed, shared.clone(), progress.clone()).await?;
     let (commands, command_rx) = mpsc::channel(4);
     let sip_task = tokio::spawn(uac.run(command_rx));
     commands.send(Cmd::Place { rate: plan.rate }).await?;

@@ -47,6 +47,7 @@ enum State {
 
 struct Call {
     call_id: String,
+    callee: String,
     from_tag: String,
     invite_branch: String,
     rtp_port: u16,
@@ -111,9 +112,12 @@ pub struct SipUac {
 }
 
 impl SipUac {
+    /// `clients`: calls go to numbers `c0`..`c{clients-1}`, one per WebSocket
+    /// client (None: all to `bench`, offered to every client).
     pub async fn new(
         daemon: SocketAddr,
         rtp_ports: &[u16],
+        clients: Option<usize>,
         shared: Arc<Shared>,
         progress: Arc<Progress>,
     ) -> std::io::Result<SipUac> {
@@ -134,6 +138,7 @@ impl SipUac {
             .enumerate()
             .map(|(i, &rtp_port)| Call {
                 call_id: sipmsg::call_id(i, &run),
+                callee: callee(i, clients),
                 from_tag: format!("bt{i}x{run}"),
                 invite_branch: format!("z9hG4bK{run}i{i}"),
                 rtp_port,
@@ -221,6 +226,7 @@ impl SipUac {
             index: i,
             call_id: &c.call_id,
             from_tag: &c.from_tag,
+            callee: &c.callee,
         }
     }
 
@@ -456,4 +462,13 @@ impl SipUac {
 /// When call `index` is due at `rate` per second from `start`.
 fn due(start: Instant, rate: f64, index: usize) -> Instant {
     start + Duration::from_secs_f64(index as f64 / rate.max(0.001))
+}
+
+/// The number call `i` dials: `c{i % clients}`, or `bench` when every
+/// client is offered every call.
+pub fn callee(i: usize, clients: Option<usize>) -> String {
+    match clients {
+        Some(k) => format!("c{}", i % k.max(1)),
+        None => "bench".to_string(),
+    }
 }

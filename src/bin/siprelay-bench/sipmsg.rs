@@ -129,6 +129,8 @@ pub struct Dialog<'a> {
     pub index: usize,
     pub call_id: &'a str,
     pub from_tag: &'a str,
+    /// The number called: the WebSocket client that takes it is offered the call.
+    pub callee: &'a str,
 }
 
 impl Dialog<'_> {
@@ -151,7 +153,7 @@ impl Dialog<'_> {
     }
 
     fn to(&self, out: &mut String, to_tag: Option<&str>) {
-        let _ = write!(out, "To: <sip:bench@{}>", self.daemon);
+        let _ = write!(out, "To: <sip:{}@{}>", self.callee, self.daemon);
         if let Some(t) = to_tag {
             let _ = write!(out, ";tag={t}");
         }
@@ -166,7 +168,7 @@ impl Dialog<'_> {
             i = self.index
         );
         let mut m = String::with_capacity(700);
-        let _ = write!(m, "INVITE sip:bench@{} SIP/2.0\r\n", self.daemon);
+        let _ = write!(m, "INVITE sip:{}@{} SIP/2.0\r\n", self.callee, self.daemon);
         self.via(&mut m, branch);
         self.from(&mut m);
         self.to(&mut m, None);
@@ -214,7 +216,7 @@ impl Dialog<'_> {
 
     /// The INVITE's Request-URI (for a failure's ACK).
     pub fn request_uri(&self) -> String {
-        format!("sip:bench@{}", self.daemon)
+        format!("sip:{}@{}", self.callee, self.daemon)
     }
 }
 

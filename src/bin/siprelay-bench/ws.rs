@@ -107,6 +107,8 @@ impl WsReport {
 pub struct ClientSetup {
     pub index: usize,
     pub clients: usize,
+    /// The number this client takes calls to (`/ws?offers=`), or None: all.
+    pub offers: Option<String>,
     pub http: SocketAddr,
     pub shared: Arc<Shared>,
     pub tone: Arc<Tone>,
@@ -153,7 +155,7 @@ pub async fn run(setup: ClientSetup) -> WsReport {
         report: WsReport::default(),
     };
     let permit = c.setup.connecting.clone().acquire_owned().await;
-    let ws = connect(c.setup.http).await;
+    let ws = connect(c.setup.http, c.setup.offers.as_deref()).await;
     drop(permit);
     let mut ws = match ws {
         Ok(ws) => {
@@ -172,7 +174,7 @@ pub async fn run(setup: ClientSetup) -> WsReport {
     c.report
 }
 
-async fn connect(http: SocketAddr) -> anyhow::Result<Ws> {
+async fn connect(http: SocketAddr, offers: Option<&str>) -> anyhow::Result<Ws> {
     let tcp = TcpStream::connect(http).await?;
     tcp.set_nodelay(true)?;
     // Frames are small: a small read buffer keeps 2,000 connections cheap.
@@ -180,7 +182,10 @@ async fn connect(http: SocketAddr) -> anyhow::Result<Ws> {
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(
-        format!("ws://{http}/ws"),
+        match offers {
+            Some(number) => format!("ws://{http}/ws?offers={number}"),
+            None => format!("ws://{http}/ws"),
+        },
         MaybeTlsStream::Plain(tcp),
         Some(config),
     )
