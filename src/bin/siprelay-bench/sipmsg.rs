@@ -270,6 +270,7 @@ mod tests {
             index: 3,
             call_id: "3-r@bench",
             from_tag: "ft",
+            callee: "c3",
         };
         let inv = d.invite("z9hG4bK1", 30000);
         let m = Msg::parse(&inv).unwrap();
