@@ -62,6 +62,8 @@ pub struct RemoteMedia {
     pub codec: Codec,
     /// The telephone-event payload type, if the far end supports it.
     pub telephone_event: Option<u8>,
+    /// The events it named for it (`a=fmtp:`), echoed in our answer.
+    pub telephone_events: Option<String>,
 }
 
 /// Parses an SDP body and picks the codec from the first audio stream.
@@ -71,6 +73,7 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
     let mut media_ip: Option<IpAddr> = None;
     let mut audio: Option<(u16, Vec<u8>)> = None;
     let mut rtpmaps: Vec<(u8, String)> = Vec::new();
+    let mut fmtps: Vec<(u8, String)> = Vec::new();
     let mut in_audio = false;
     let mut seen_audio = false;
 
@@ -97,6 +100,13 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
                 }
             }
             "a" if in_audio => {
+                if let Some((pt, params)) =
+                    value.strip_prefix("fmtp:").and_then(|r| r.split_once(' '))
+                {
+                    if let Ok(pt) = pt.trim().parse::<u8>() {
+                        fmtps.push((pt, params.trim().to_string()));
+                    }
+                }
                 if let Some(rest) = value.strip_prefix("rtpmap:") {
                     if let Some((pt, enc)) = rest.split_once(' ') {
                         if let Ok(pt) = pt.trim().parse::<u8>() {
@@ -137,10 +147,17 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
         .iter()
         .copied()
         .find(|&pt| encoding_of(pt).is_some_and(|e| e.starts_with("TELEPHONE-EVENT/8000")));
+    let telephone_events = telephone_event.and_then(|te| {
+        fmtps
+            .iter()
+            .find(|(pt, _)| *pt == te)
+            .map(|(_, events)| events.clone())
+    });
     Ok(RemoteMedia {
         rtp: SocketAddr::new(ip, port),
         codec,
         telephone_event,
+        telephone_events,
     })
 }
 
@@ -178,14 +195,31 @@ fn parse_connection(value: &str) -> Option<IpAddr> {
     addr.split('/').next()?.parse().ok()
 }
 
-/// Builds siprelay's SDP: an offer (`codec` = None: PCMU, PCMA and
-/// telephone-event) or an answer carrying the chosen codec.
-pub fn build(
+/// siprelay's offer: PCMU, PCMA and telephone-event.
+pub fn offer(session_id: u64, ip: IpAddr, rtp_port: u16) -> String {
+    build(
+        session_id,
+        ip,
+        rtp_port,
+        None,
+        Some((PT_TELEPHONE_EVENT, "0-16")),
+    )
+}
+
+/// siprelay's answer to `remote`: the chosen codec, and telephone-event with
+/// the events the offer named when it offered it.
+pub fn answer(session_id: u64, ip: IpAddr, rtp_port: u16, remote: &RemoteMedia) -> String {
+    let events = remote.telephone_events.as_deref().unwrap_or("0-15");
+    let te = remote.telephone_event.map(|pt| (pt, events));
+    build(session_id, ip, rtp_port, Some(remote.codec), te)
+}
+
+fn build(
     session_id: u64,
     ip: IpAddr,
     rtp_port: u16,
     codec: Option<Codec>,
-    telephone_event: Option<u8>,
+    telephone_event: Option<(u8, &str)>,
 ) -> String {
     use std::fmt::Write;
     let ip_kind = if ip.is_ipv4() { "IP4" } else { "IP6" };
@@ -200,11 +234,7 @@ pub fn build(
             },
         )],
     };
-    let te = match codec {
-        None => Some(PT_TELEPHONE_EVENT),
-        Some(_) => telephone_event,
-    };
-    if let Some(te) = te {
+    if let Some((te, _)) = telephone_event {
         formats.push((te, "telephone-event/8000"));
     }
     let mut s = String::with_capacity(256);
@@ -219,8 +249,8 @@ pub fn build(
     for (pt, enc) in &formats {
         let _ = write!(s, "a=rtpmap:{pt} {enc}\r\n");
     }
-    if let Some(te) = te {
-        let _ = write!(s, "a=fmtp:{te} 0-16\r\n");
+    if let Some((te, events)) = telephone_event {
+        let _ = write!(s, "a=fmtp:{te} {events}\r\n");
     }
     s.push_str("a=ptime:20\r\na=sendrecv\r\n");
     s
@@ -283,15 +313,21 @@ a=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-15\r\n";
     #[test]
     fn offer_and_answer_parse_back() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let offer = build(7, ip, 31000, None, None);
-        let m = parse(offer.as_bytes()).unwrap();
+        let our_offer = offer(7, ip, 31000);
+        let m = parse(our_offer.as_bytes()).unwrap();
         assert_eq!(m.rtp, SocketAddr::new(ip, 31000));
         assert_eq!(m.codec, Codec::PCMU);
         assert_eq!(m.telephone_event, Some(PT_TELEPHONE_EVENT));
+        assert_eq!(m.telephone_events.as_deref(), Some("0-16"));
 
-        let answer = build(7, ip, 31002, Some(Codec::PCMA), Some(96));
-        assert!(answer.contains("m=audio 31002 RTP/AVP 8 96\r\n"));
-        let m = parse(answer.as_bytes()).unwrap();
+        let theirs = parse(OFFER.as_bytes()).unwrap();
+        let our_answer = answer(7, ip, 31002, &theirs);
+        assert!(our_answer.contains("m=audio 31002 RTP/AVP 8 96\r\n"));
+        assert!(
+            our_answer.contains("a=fmtp:96 0-15\r\n"),
+            "the offer's events are echoed"
+        );
+        let m = parse(our_answer.as_bytes()).unwrap();
         assert_eq!(m.codec, Codec::PCMA);
         assert_eq!(m.telephone_event, Some(96));
     }

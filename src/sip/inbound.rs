@@ -183,13 +183,8 @@ impl InboundCall {
                     .map(|r| r.lease.rtp_port())
                     .unwrap_or_default();
                 let session_id = rtp_port as u64;
-                self.our_sdp = sdp::build(
-                    session_id,
-                    board.advertised_ip(),
-                    rtp_port,
-                    Some(self.remote.codec),
-                    self.remote.telephone_event,
-                );
+                self.our_sdp =
+                    sdp::answer(session_id, board.advertised_ip(), rtp_port, &self.remote);
                 let content_type = Header::ContentType("application/sdp".into());
                 if let Err(e) = self.dialog.accept(
                     Some(vec![content_type]),

@@ -40,19 +40,16 @@ impl Dialer for SipEndpoint {
             number: target,
             call: call.id.as_str(),
         });
-        let our_sdp = sdp::build(
-            rtp.lease.rtp_port() as u64,
-            board.advertised_ip(),
-            rtp.lease.rtp_port(),
-            None,
-            None,
-        );
+        let port = rtp.lease.rtp_port();
+        let our_sdp = sdp::offer(port as u64, board.advertised_ip(), port);
         let option = InviteOption {
             caller: self.contact.clone(),
             callee: uri,
             contact: self.contact.clone(),
             content_type: Some("application/sdp".into()),
             offer: Some(our_sdp.clone().into_bytes()),
+            // Our own id, so SIP traces and logs name the call the same way.
+            call_id: Some(format!("{}@{}", call.id, board.advertised_ip())),
             ..Default::default()
         };
         let (state_tx, dialog_news) = self.dialogs.new_dialog_state_channel();

@@ -18,6 +18,7 @@
 //! (the phases) and `report`.
 
 mod daemon;
+mod floor;
 mod marker;
 mod media;
 mod procfs;
@@ -67,6 +68,10 @@ struct Args {
     /// pool of agents would be: the offers then cost clients × calls.
     #[arg(long)]
     broadcast_offers: bool,
+    /// Only measure the kernel's cost of the system calls a call needs
+    /// (loopback UDP and TCP send + receive pairs) and exit.
+    #[arg(long)]
+    floor: bool,
     /// Frames per audio message the clients send (1: one 20 ms frame back
     /// for each frame received; F: F frames after every F-th frame).
     #[arg(long, default_value_t = 1)]
@@ -123,6 +128,10 @@ fn main() -> ExitCode {
 }
 
 fn main_with(args: &Args) -> anyhow::Result<ExitCode> {
+    if args.floor {
+        floor::report()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     anyhow::ensure!(args.calls > 0, "--calls must be at least 1");
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
     for addr in [args.daemon_sip, args.daemon_http].into_iter().flatten() {
