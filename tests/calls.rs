@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use common::audio::{self, assert_tone};
 use common::sip::SipPeer;
-use common::{call_id_of, rtp_range, start_daemon, start_with, WsClient, B64};
+use common::{call_id_of, connected_call, rtp_range, start_daemon, start_with, WsClient, B64};
 use siprelay::config::Config;
 
 #[tokio::test]
@@ -265,12 +265,7 @@ async fn a_client_that_disconnects_has_its_calls_hung_up() {
     let daemon = start_daemon().await;
     let mut ws = WsClient::connect(&daemon).await;
     let mut peer = SipPeer::new(daemon.sip_addr()).await;
-    let mut d = peer.invite("1001", "2000", Some("0")).await;
-    let id = call_id_of(&ws.expect("RING_ANS:").await);
-    ws.send(&format!("CALL_ANS:{id}")).await;
-    let ok = peer.expect_response("INVITE", 200).await;
-    peer.ack(&mut d, &ok).await;
-    ws.expect("CALL_ANS:").await;
+    let (_id, _d) = connected_call(&mut ws, &mut peer).await;
     drop(ws);
     let (bye, from) = peer.expect_request("BYE").await;
     peer.respond(&bye, from, 200, "OK", None, None).await;
@@ -307,12 +302,7 @@ async fn shutdown_hangs_up_calls_and_closes_clients() {
     let daemon = start_daemon().await;
     let mut ws = WsClient::connect(&daemon).await;
     let mut peer = SipPeer::new(daemon.sip_addr()).await;
-    let mut d = peer.invite("1001", "2000", Some("0")).await;
-    let id = call_id_of(&ws.expect("RING_ANS:").await);
-    ws.send(&format!("CALL_ANS:{id}")).await;
-    let ok = peer.expect_response("INVITE", 200).await;
-    peer.ack(&mut d, &ok).await;
-    ws.expect("CALL_ANS:").await;
+    let (id, _d) = connected_call(&mut ws, &mut peer).await;
     let ringing = peer.invite("1001", "2001", Some("0")).await;
     ws.expect("RING_ANS:").await;
 

@@ -7,35 +7,18 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::audio::{self, assert_tone};
-use common::sip::{Dialog, SipPeer};
-use common::{call_id_of, rtp_range, start_daemon, start_with, WsClient, B64};
+use common::sip::SipPeer;
+use common::{connected_call, rtp_range, start_daemon, start_with, WsClient, B64};
 use futures_util::SinkExt;
 use siprelay::config::Config;
-use siprelay::daemon::Daemon;
 use tokio_tungstenite::tungstenite::Message;
-
-/// Places a call from the peer and answers it from `ws`; returns its id.
-async fn connected_call(
-    daemon: &Daemon,
-    ws: &mut WsClient,
-    peer: &mut SipPeer,
-) -> (String, Dialog) {
-    let _ = daemon;
-    let mut d = peer.invite("1001", "2000", Some("0")).await;
-    let id = call_id_of(&ws.expect("RING_ANS:").await);
-    ws.send(&format!("CALL_ANS:{id}")).await;
-    let ok = peer.expect_response("INVITE", 200).await;
-    peer.ack(&mut d, &ok).await;
-    ws.expect("CALL_ANS:").await;
-    (id, d)
-}
 
 #[tokio::test]
 async fn bad_commands_get_errors_and_change_nothing() {
     let daemon = start_daemon().await;
     let mut ws = WsClient::connect(&daemon).await;
     let mut peer = SipPeer::new(daemon.sip_addr()).await;
-    let (id, mut d) = connected_call(&daemon, &mut ws, &mut peer).await;
+    let (id, mut d) = connected_call(&mut ws, &mut peer).await;
 
     let oversized = format!("RTP:{id}##{}", "A".repeat(2 << 20));
     let cases: Vec<(String, &str)> = vec![
@@ -99,7 +82,7 @@ async fn id_less_forms_address_the_connections_only_call() {
         .expect("ERROR:")
         .await
         .starts_with("ERROR:404 this connection has no call"));
-    let (id, _d) = connected_call(&daemon, &mut ws, &mut peer).await;
+    let (id, _d) = connected_call(&mut ws, &mut peer).await;
     let pcm = audio::tone(500.0, 4000, 8000.0);
     ws.send(&format!("RTP:{}", B64.encode(audio::to_le_bytes(&pcm))))
         .await;
@@ -117,7 +100,7 @@ async fn legacy_dialect_speaks_the_seed_relays_forms() {
     let daemon = start_daemon().await;
     let mut ws = WsClient::connect_path(daemon.http_addr, "/ws?dialect=legacy").await;
     let mut peer = SipPeer::new(daemon.sip_addr()).await;
-    let (id, mut d) = connected_call(&daemon, &mut ws, &mut peer).await;
+    let (id, mut d) = connected_call(&mut ws, &mut peer).await;
     let (daemon_rtp, _) = d.media.unwrap();
 
     // Audio to the client is hex, without a call id.
@@ -223,7 +206,7 @@ async fn a_client_that_stops_reading_never_stalls_rtp() {
     ws.send("PING").await;
     ws.expect("PONG").await;
     let mut peer = SipPeer::new(daemon.sip_addr()).await;
-    let (_id, d) = connected_call(&daemon, &mut ws, &mut peer).await;
+    let (_id, d) = connected_call(&mut ws, &mut peer).await;
     let (daemon_rtp, _) = d.media.unwrap();
     // From now on the client reads nothing while the caller talks for 5 s.
     let tone = audio::tone(440.0, 40000, 8000.0);
@@ -250,7 +233,7 @@ async fn rtp_latches_to_the_first_source_and_ignores_others() {
     let daemon = start_daemon().await;
     let mut ws = WsClient::connect(&daemon).await;
     let mut peer = SipPeer::new(daemon.sip_addr()).await;
-    let (_id, d) = connected_call(&daemon, &mut ws, &mut peer).await;
+    let (_id, d) = connected_call(&mut ws, &mut peer).await;
     let (daemon_rtp, _) = d.media.unwrap();
     // The far end sends from a port other than its SDP says (a NAT would).
     let natted = SipPeer::new(daemon.sip_addr()).await;

@@ -117,3 +117,15 @@ pub fn call_id_of(message: &str) -> String {
     let args = message.split_once(':').map(|(_, a)| a).unwrap_or_default();
     args.rsplit("##").next().unwrap().to_string()
 }
+
+/// Places a call from `peer` to 2000 and answers it from `ws`: returns the
+/// call id and the peer's dialog, with the call connected on both sides.
+pub async fn connected_call(ws: &mut WsClient, peer: &mut sip::SipPeer) -> (String, sip::Dialog) {
+    let mut d = peer.invite("1001", "2000", Some("0")).await;
+    let id = call_id_of(&ws.expect("RING_ANS:").await);
+    ws.send(&format!("CALL_ANS:{id}")).await;
+    let ok = peer.expect_response("INVITE", 200).await;
+    peer.ack(&mut d, &ok).await;
+    ws.expect("CALL_ANS:").await;
+    (id, d)
+}
