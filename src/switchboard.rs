@@ -227,13 +227,7 @@ impl Switchboard {
         remote: &RemoteMedia,
         owner: Arc<ClientHandle>,
     ) {
-        let session = MediaSession::new(
-            call.id.clone(),
-            binding,
-            remote.codec,
-            remote.telephone_event,
-            remote.rtp,
-        );
+        let session = MediaSession::new(call.id.clone(), binding, remote.codec, remote.rtp);
         if call.media.set(session.clone()).is_err() {
             return;
         }
@@ -246,6 +240,15 @@ impl Switchboard {
         call.set_phase(crate::call::state::Phase::Ended);
         if let Some(media) = call.media.get() {
             media.stop();
+            let stats = &media.stats;
+            tracing::info!(
+                call = %call.id,
+                rtp_in = stats.packets_in.load(Ordering::Relaxed),
+                rtp_out = stats.packets_out.load(Ordering::Relaxed),
+                rtp_ignored = stats.packets_ignored.load(Ordering::Relaxed),
+                send_errors = stats.send_errors.load(Ordering::Relaxed),
+                "call media totals"
+            );
         }
         self.calls.remove(&call.id);
     }

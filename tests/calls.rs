@@ -56,6 +56,19 @@ async fn outgoing_call_rings_connects_carries_audio_and_client_hangs_up() {
     let (heard, _, _) = peer.record(Duration::from_millis(700)).await;
     assert_tone(&heard, 1200.0, "callee hears the client over PCMA");
 
+    // A session refresh (re-INVITE) is answered with the codec agreed, PCMA
+    // alone, not with siprelay's first offer.
+    let mut d = d;
+    let refresh = common::sip::sdp_offer(peer.rtp_addr, "0 8");
+    peer.send_in_dialog(&mut d, "INVITE", Some(&refresh)).await;
+    let ok = peer.expect_response("INVITE", 200).await;
+    assert!(
+        ok.body.contains("m=audio ") && ok.body.contains("RTP/AVP 8\r\n"),
+        "{}",
+        ok.body
+    );
+    peer.send_in_dialog(&mut d, "ACK", None).await;
+
     ws.send(&format!("HANGUP:{id}")).await;
     let (bye, from) = peer.expect_request("BYE").await;
     peer.respond(&bye, from, 200, "OK", None, None).await;
@@ -65,13 +78,10 @@ async fn outgoing_call_rings_connects_carries_audio_and_client_hangs_up() {
 
 #[tokio::test]
 async fn plain_numbers_are_dialled_at_the_configured_sip_server() {
-    let mut peer_holder = None;
+    // The peer is the SIP server; it learns the daemon's address once that runs.
+    let mut peer = SipPeer::new("127.0.0.1:9".parse().unwrap()).await;
     let mut config = Config::loopback(rtp_range(4));
-    let peer = {
-        let p = SipPeer::new("127.0.0.1:9".parse().unwrap()).await;
-        config.sip_server = Some(p.addr.to_string());
-        peer_holder.get_or_insert(p)
-    };
+    config.sip_server = Some(peer.addr.to_string());
     let daemon = start_with(config).await;
     peer.daemon = daemon.sip_addr();
     let mut ws = WsClient::connect(&daemon).await;

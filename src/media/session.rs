@@ -56,7 +56,6 @@ pub struct MediaSession {
     pub call: CallId,
     pub rtp: RtpBinding,
     pub codec: Codec,
-    pub telephone_event: Option<u8>,
     pub outbound: Mutex<Outbound>,
     pub stats: MediaStats,
     /// Set when the call ends: the clock drops the session at its next tick.
@@ -67,18 +66,11 @@ pub struct MediaSession {
 }
 
 impl MediaSession {
-    pub fn new(
-        call: CallId,
-        rtp: RtpBinding,
-        codec: Codec,
-        telephone_event: Option<u8>,
-        peer: SocketAddr,
-    ) -> Arc<Self> {
+    pub fn new(call: CallId, rtp: RtpBinding, codec: Codec, peer: SocketAddr) -> Arc<Self> {
         Arc::new(MediaSession {
             call,
             rtp,
             codec,
-            telephone_event,
             outbound: Mutex::new(Outbound {
                 playout: PlayoutQueue::new(PLAYOUT_CAPACITY),
                 peer,

@@ -139,6 +139,11 @@ impl OutboundCall {
                         Ok(Ok((_, Some(resp)))) if resp.status_code.code() / 100 == 2 => {
                             match sdp::parse(&resp.body) {
                                 Ok(r) => {
+                                    // A later re-INVITE gets the codec agreed, not our first offer.
+                                    if let Some(rtp) = &self.rtp {
+                                        let port = rtp.lease.rtp_port();
+                                        self.our_sdp = sdp::answer(port as u64, self.board.advertised_ip(), port, &r);
+                                    }
                                     remote = Some(r);
                                     Input::Accepted
                                 }

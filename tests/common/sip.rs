@@ -373,10 +373,25 @@ impl SipPeer {
 
     /// Sends BYE in a dialog (either role).
     pub async fn send_bye(&self, d: &mut Dialog) {
-        d.cseq += 1;
+        self.send_in_dialog(d, "BYE", None).await;
+    }
+
+    /// Sends a request inside dialog `d` (a new CSeq, except for ACK, which
+    /// acknowledges the last INVITE), with an SDP body if given.
+    pub async fn send_in_dialog(&self, d: &mut Dialog, method: &str, sdp: Option<&str>) {
+        if method != "ACK" {
+            d.cseq += 1;
+        }
+        let body = sdp.unwrap_or("");
+        let content_type = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
         let msg = format!(
-            "BYE {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag={ltag}\r\n\
-             To: <{to}>;tag={rtag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} BYE\r\nContent-Length: 0\r\n\r\n",
+            "{method} {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag={ltag}\r\n\
+             To: <{to}>;tag={rtag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:peer@{me}>\r\n\
+             {content_type}Content-Length: {len}\r\n\r\n{body}",
             target = d.remote_target,
             via = self.via(&unique("z9hG4bK")),
             from = d.local_uri,
@@ -385,6 +400,8 @@ impl SipPeer {
             rtag = d.remote_tag,
             cid = d.call_id,
             cseq = d.cseq,
+            me = self.addr,
+            len = body.len(),
         );
         self.send_raw(&msg).await;
     }
