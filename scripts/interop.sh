@@ -8,7 +8,8 @@
 #   bash scripts/interop.sh             all scenarios
 #   bash scripts/interop.sh NAME...     only those (names: interop.py list)
 #
-# Installs what it needs (sip-tester, sox) with apt-get when missing, builds
+# Installs what it needs (sip-tester, sox, chromium, chromium-driver) with
+# apt-get and selenium with pip when missing, builds
 # the release binary, runs each scenario with a time limit, then stops the
 # daemon with SIGTERM and expects a clean exit. Ends with
 # "interop: N passed, M failed" and a non-zero status on any failure. Run as
@@ -90,6 +91,9 @@ run_child() {
 packages=()
 command -v sipp >/dev/null 2>&1 || packages+=(sip-tester)
 command -v sox >/dev/null 2>&1 || packages+=(sox)
+# The recordings review page is checked in Debian's headless Chromium.
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
 if [ "${#packages[@]}" -gt 0 ]; then
     say "installing ${packages[*]} with apt-get (log: $WORK/apt.log)"
     # In its own process group (setsid), so that cleanup can stop all of it.
@@ -118,6 +122,11 @@ if [ -n "$APT_PID" ]; then
 fi
 command -v sipp >/dev/null 2>&1 || die "sipp not found after installing sip-tester"
 command -v sox >/dev/null 2>&1 || die "sox not found after installing it"
+if ! python3 -c "import selenium" 2>/dev/null; then
+    say "installing selenium (PyPI) for the review page check"
+    timeout "$APT_LIMIT" python3 -m pip install --quiet --disable-pip-version-check selenium \
+        >"$WORK/pip.log" 2>&1 || { tail -n 20 "$WORK/pip.log"; die "pip install selenium failed"; }
+fi
 SIPP_VERSION=$(sipp -v 2>&1 | grep -o 'SIPp v[^ ]*' | head -n 1 || true)
 case "$SIPP_VERSION" in
     *RTPSTREAM*) ;;
@@ -140,6 +149,7 @@ NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$BIN" \
     --http-listen "127.0.0.1:$HTTP_PORT" \
     --rtp-ports 40000-40999 \
     --sip-server "127.0.0.1:$SERVER_PORT" \
+    --recordings-dir "$WORK/recordings" \
     >"$DAEMON_LOG" 2>&1 &
 DAEMON_PID=$!
 

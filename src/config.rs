@@ -44,6 +44,21 @@ pub struct Cli {
     /// Log format: text or json [env LOG_FORMAT; default text].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Greeting played when an incoming call is answered: a WAV file, or `none` [env GREETING; default: the built-in greeting].
+    #[arg(long, value_name = "FILE|none")]
+    pub greeting: Option<String>,
+    /// Play the greeting on answered outgoing calls too [env GREETING_OUTBOUND=true].
+    #[arg(long)]
+    pub greeting_outbound: bool,
+    /// Directory of the WAV files PLAY may name [env ASSETS_DIR; default assets].
+    #[arg(long, value_name = "DIR")]
+    pub assets_dir: Option<String>,
+    /// Where call recordings go [env RECORDINGS_DIR; default recordings].
+    #[arg(long, value_name = "DIR")]
+    pub recordings_dir: Option<String>,
+    /// Do not record calls [env RECORD=false].
+    #[arg(long)]
+    pub no_record: bool,
 }
 
 /// The same settings as they appear in the `--config` file.
@@ -58,6 +73,20 @@ pub struct FileSettings {
     pub ring_timeout: Option<u64>,
     pub api_token: Option<String>,
     pub log_format: Option<String>,
+    pub greeting: Option<String>,
+    pub greeting_outbound: Option<bool>,
+    pub assets_dir: Option<String>,
+    pub recordings_dir: Option<String>,
+    pub record: Option<bool>,
+}
+
+/// What incoming calls hear first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Greeting {
+    /// The greeting built into the binary (`assets/greeting.wav`).
+    BuiltIn,
+    File(PathBuf),
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +107,11 @@ pub struct Config {
     pub ring_timeout: Duration,
     pub api_token: Option<String>,
     pub log_format: LogFormat,
+    pub greeting: Greeting,
+    pub greeting_outbound: bool,
+    pub assets_dir: PathBuf,
+    /// None: calls are not recorded.
+    pub recordings_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Error)]
@@ -109,18 +143,24 @@ impl Default for Config {
             ring_timeout: Duration::from_secs(30),
             api_token: None,
             log_format: LogFormat::Text,
+            greeting: Greeting::BuiltIn,
+            greeting_outbound: false,
+            assets_dir: PathBuf::from("assets"),
+            recordings_dir: Some(PathBuf::from("recordings")),
         }
     }
 }
 
 impl Config {
     /// A config for tests and embedding: everything on loopback, ephemeral
-    /// SIP and HTTP ports, the given RTP range.
+    /// SIP and HTTP ports, the given RTP range, no greeting, no recording.
     pub fn loopback(rtp_ports: (u16, u16)) -> Self {
         Config {
             sip_listen: "127.0.0.1:0".parse().unwrap(),
             http_listen: "127.0.0.1:0".parse().unwrap(),
             rtp_ports,
+            greeting: Greeting::None,
+            recordings_dir: None,
             ..Config::default()
         }
     }
@@ -217,6 +257,47 @@ impl Config {
                 ))
             }
         };
+        let greeting = match pick(&cli.greeting, "GREETING", &file.greeting).as_deref() {
+            None => Greeting::BuiltIn,
+            Some("none") => Greeting::None,
+            Some("") => {
+                return Err(invalid(
+                    "greeting (--greeting, GREETING)",
+                    "",
+                    "expected a WAV file or none",
+                ))
+            }
+            Some(path) => Greeting::File(PathBuf::from(path)),
+        };
+        let flag_or = |flag: bool, var: &'static str, from_file: Option<bool>, default: bool| {
+            if flag {
+                return Ok(true);
+            }
+            match env(var) {
+                Some(v) => parse_bool(var, &v),
+                None => Ok(from_file.unwrap_or(default)),
+            }
+        };
+        let greeting_outbound = flag_or(
+            cli.greeting_outbound,
+            "GREETING_OUTBOUND",
+            file.greeting_outbound,
+            false,
+        )?;
+        let assets_dir = pick(&cli.assets_dir, "ASSETS_DIR", &file.assets_dir)
+            .map(PathBuf::from)
+            .unwrap_or(defaults.assets_dir);
+        let record = !cli.no_record
+            && match env("RECORD") {
+                Some(v) => parse_bool("RECORD", &v)?,
+                None => file.record.unwrap_or(true),
+            };
+
+        let recordings_dir = record.then(|| {
+            pick(&cli.recordings_dir, "RECORDINGS_DIR", &file.recordings_dir)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("recordings"))
+        });
         let config = Config {
             sip_listen,
             advertised_ip,
@@ -226,6 +307,10 @@ impl Config {
             ring_timeout,
             api_token,
             log_format,
+            greeting,
+            greeting_outbound,
+            assets_dir,
+            recordings_dir,
         };
         config.check_access()?;
         Ok(config)
@@ -249,6 +334,14 @@ fn invalid(key: &'static str, value: &str, why: impl Into<String>) -> ConfigErro
         key,
         value: value.to_string(),
         why: why.into(),
+    }
+}
+
+fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(key, v, "expected true or false")),
     }
 }
 

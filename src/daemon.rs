@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::media::clock::MediaClock;
+use crate::media::tap::RecordingSink;
+use crate::prompts::{PromptError, PromptLibrary};
+use crate::record::Recorder;
 use crate::sip::{SipEndpoint, SipError};
 use crate::switchboard::Switchboard;
 
@@ -23,6 +26,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("greeting: {0}")]
+    Greeting(#[from] PromptError),
+    #[error("cannot start the recorder: {0}")]
+    Recorder(std::io::Error),
 }
 
 /// A running daemon. Dropping it does not stop it; call [`Daemon::shutdown`].
@@ -42,8 +49,19 @@ impl Daemon {
         let stop_sip = CancellationToken::new();
         let stop_http = CancellationToken::new();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let clock = MediaClock::start(workers, stop_media.clone());
-        let board = Switchboard::new(config, clock);
+        let prompts = Arc::new(PromptLibrary::new(
+            config.assets_dir.clone(),
+            &config.greeting,
+        )?);
+        let recorder = match &config.recordings_dir {
+            Some(dir) => Some(Arc::new(
+                Recorder::start(dir.clone()).map_err(StartError::Recorder)?,
+            )),
+            None => None,
+        };
+        let sink = recorder.clone().map(|r| r as Arc<dyn RecordingSink>);
+        let clock = MediaClock::start(workers, sink, stop_media.clone());
+        let board = Switchboard::new(config, clock, prompts, recorder);
         let sip = SipEndpoint::start(board.clone(), stop_sip.clone()).await?;
 
         let addr = board.config.http_listen;
@@ -93,5 +111,9 @@ impl Daemon {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.http_task).await;
         self.stop_media.cancel();
         self.stop_sip.cancel();
+        if let Some(recorder) = self.board.recorder.clone() {
+            // Joins the writer thread: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || recorder.stop()).await;
+        }
     }
 }

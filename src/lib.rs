@@ -11,6 +11,9 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod media;
+pub mod prompts;
+pub mod record;
 pub mod sip;
+
 pub mod switchboard;
 pub mod wire;

@@ -15,6 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::call::ports::{PortLease, PortPairAllocator};
+use crate::call::state::EndCause;
 use crate::call::state::{Direction, Notice};
 use crate::call::{Call, CallId, Control};
 use crate::client::{ClientHandle, ClientId, OfferFilter, Outgoing};
@@ -22,6 +23,10 @@ use crate::config::Config;
 use crate::media::clock::MediaClock;
 use crate::media::sdp::RemoteMedia;
 use crate::media::session::{MediaSession, RtpBinding};
+use crate::media::tap::RecordTap;
+use crate::prompts::PromptLibrary;
+use crate::record::clock_time::Utc;
+use crate::record::{Ending, Recorder, RecordingId, Sidecar};
 use crate::wire::{Dialect, Event, ProtocolError};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +40,18 @@ pub struct Switchboard {
     next_client: AtomicU64,
     ports: Arc<Mutex<PortPairAllocator>>,
     clock: Arc<MediaClock>,
+    pub prompts: Arc<PromptLibrary>,
+    /// None when recording is off.
+    pub recorder: Option<Arc<Recorder>>,
 }
 
 impl Switchboard {
-    pub fn new(config: Config, clock: Arc<MediaClock>) -> Arc<Switchboard> {
+    pub fn new(
+        config: Config,
+        clock: Arc<MediaClock>,
+        prompts: Arc<PromptLibrary>,
+        recorder: Option<Arc<Recorder>>,
+    ) -> Arc<Switchboard> {
         let (low, high) = config.rtp_ports;
         Arc::new(Switchboard {
             config,
@@ -47,6 +60,8 @@ impl Switchboard {
             next_client: AtomicU64::new(1),
             ports: Arc::new(Mutex::new(PortPairAllocator::new(low, high))),
             clock,
+            prompts,
+            recorder,
         })
     }
 
@@ -219,7 +234,8 @@ impl Switchboard {
     }
 
     /// Starts the call's audio both ways: the clock sends a frame every
-    /// 20 ms from now on, and the far end's audio goes to `owner`.
+    /// 20 ms from now on (the greeting first, for incoming calls), the far
+    /// end's audio goes to `owner`, and both are recorded.
     pub fn start_media(
         &self,
         call: &Call,
@@ -227,19 +243,63 @@ impl Switchboard {
         remote: &RemoteMedia,
         owner: Arc<ClientHandle>,
     ) {
-        let session = MediaSession::new(call.id.clone(), binding, remote.codec, remote.rtp);
+        let tap = self.start_recording(call, remote, &owner);
+        let session = MediaSession::new(call.id.clone(), binding, remote.codec, remote.rtp, tap);
         if call.media.set(session.clone()).is_err() {
             return;
+        }
+        let greets = call.direction == Direction::Inbound || self.config.greeting_outbound;
+        if let Some(greeting) = self.prompts.greeting().filter(|_| greets) {
+            session.play(greeting, true);
         }
         self.clock.add(session.clone());
         session.start_receiving(owner);
     }
 
-    /// The call is over: stop its media, forget it.
-    pub fn finish(&self, call: &Call) {
+    fn start_recording(
+        &self,
+        call: &Call,
+        remote: &RemoteMedia,
+        owner: &Arc<ClientHandle>,
+    ) -> Option<RecordTap> {
+        let recorder = self.recorder.as_ref()?;
+        let answered = Utc::from_system(std::time::SystemTime::now());
+        let id = RecordingId::new(&answered, call.id.as_str()).ok()?;
+        let sidecar = Sidecar {
+            id: id.as_str().to_string(),
+            call_id: call.id.to_string(),
+            direction: call.direction.as_str().to_string(),
+            from: call.from.clone(),
+            to: call.to.clone(),
+            codec: remote.codec.name().to_string(),
+            started_at: Utc::from_system(call.created).rfc3339(),
+            answered_at: Some(answered.rfc3339()),
+            ended_at: None,
+            duration_s: None,
+            hangup_by: None,
+            sip_status: Some(200),
+            end_reason: None,
+            wav: id.wav_name(),
+            recording_error: None,
+            repaired: false,
+        };
+        let owner = owner.clone();
+        let key = recorder.open(
+            sidecar,
+            Box::new(move |message| {
+                owner.send_event(&Event::Error(&ProtocolError::new(500, message)));
+            }),
+        );
+        Some(RecordTap::new(key))
+    }
+
+    /// The call is over: stop its media and recording, forget it.
+    pub fn finish(&self, call: &Call, cause: &EndCause) {
         call.set_phase(crate::call::state::Phase::Ended);
         if let Some(media) = call.media.get() {
             media.stop();
+            self.finish_recording(media, cause);
+
             let stats = &media.stats;
             tracing::info!(
                 call = %call.id,
@@ -288,4 +348,32 @@ pub enum DialError {
     /// No RTP port pair is free: the call fails with 503 under this id.
     #[error("no RTP port pair free")]
     NoPorts(CallId),
+}
+
+impl Switchboard {
+    fn finish_recording(&self, media: &MediaSession, cause: &EndCause) {
+        let (Some(recorder), Some(tap)) = (&self.recorder, &media.recording) else {
+            return;
+        };
+        let (key, frames) = {
+            let tap = tap.lock().unwrap_or_else(|e| e.into_inner());
+            (tap.key, tap.frames())
+        };
+        let (hangup_by, end_reason) = match cause {
+            EndCause::Local => ("local", "siprelay's side hung up"),
+            EndCause::Remote => ("remote", "the far end hung up"),
+            EndCause::Timeout => ("timeout", "no answer in time"),
+            EndCause::Shutdown => ("shutdown", "siprelay shut down"),
+        };
+        recorder.close(
+            key,
+            frames,
+            Ending {
+                ended_at: Utc::from_system(std::time::SystemTime::now()).rfc3339(),
+                hangup_by,
+                end_reason: end_reason.to_string(),
+                sip_status: Some(200),
+            },
+        );
+    }
 }

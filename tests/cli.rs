@@ -45,6 +45,7 @@ fn sigterm_stops_the_daemon_within_seconds() {
             "127.0.0.1:0",
             "--rtp-ports",
             "47000-47099",
+            "--no-record",
         ])
         .args(["--log-format", "json"])
         .env("RUST_LOG", "info")

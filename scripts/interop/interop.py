@@ -699,6 +699,9 @@ def _inbound_audio(ctx, xml, codec):
         c.send(f"RTP:{call}##{base64.b64encode(rest[i:i + 1142]).decode()}")
     c.expect(f"BYE:{call}", timeout=15)
     sipp.wait(15)
+    # The recordings-review-page scenario looks this call's recording up.
+    with open(os.path.join(ctx.work, f"recorded-{codec}.call"), "w") as f:
+        f.write(call)
     c.quiet()
     c.check_frames()
     frames = c.audio.get(call, [])
@@ -1121,6 +1124,84 @@ def outbound_concurrent(ctx):
         check_tone(c.audio.get(call, []), freq, BACK_AMPLITUDE / math.sqrt(2), 65, 76,
                    f"call {call} echo of {freq} Hz")
     log(f"{total} calls connected, each echoed its own tone (500..{500 + 100 * (total - 1)} Hz), all hung up")
+
+
+def _http(ctx, path, headers=None):
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(f"http://{ctx.http}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, _lower(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, _lower(e.headers), e.read()
+
+
+def _lower(headers):
+    """Header names in lower case (the daemon sends them so; HTTP says case does not matter)."""
+    return {k.lower(): v for k, v in headers.items()}
+
+
+@scenario
+def recordings_review_page(ctx):
+    """The PCMU call of inbound-pcmu-audio was recorded: GET /recordings
+    lists it, its WAV holds SIPp's 440 Hz on the left and the client's
+    1000 Hz on the right, Range requests work, and the review page in
+    Debian's headless Chromium lists it, plays it and draws both channels
+    (scripts/interop/review_page.py; screenshot in target/review-page.png)."""
+    import json
+    marker = os.path.join(ctx.work, "recorded-PCMU.call")
+    if not os.path.exists(marker):
+        raise Fail("inbound-pcmu-audio did not run first (no recorded call id)")
+    call = open(marker).read().strip()
+    status, _, body = _http(ctx, "/recordings?number=1001&limit=1000")
+    if status != 200:
+        raise Fail(f"GET /recordings: {status} {body[:200]!r}")
+    found = [r for r in json.loads(body) if r.get("call_id") == call]
+    if not found:
+        raise Fail(f"call {call} is not among the recordings listed")
+    rec = found[0]
+    log(f"recording {rec['id']}: {rec['duration_s']} s, hung up by {rec['hangup_by']}")
+    if rec["hangup_by"] != "remote" or rec["codec"] != "PCMU" or rec["direction"] != "inbound":
+        raise Fail(f"sidecar does not tell the call's story: {rec}")
+    status, headers, wav = _http(ctx, f"/recordings/{rec['id']}.wav")
+    if status != 200 or wav[:4] != b"RIFF" or wav[8:12] != b"WAVE":
+        raise Fail(f"GET the WAV: {status}, starts {wav[:12]!r}")
+    channels, rate = struct.unpack("<HI", wav[22:28])
+    bits = struct.unpack("<H", wav[34:36])[0]
+    if (channels, rate, bits) != (2, 8000, 16):
+        raise Fail(f"WAV is {channels} ch, {rate} Hz, {bits} bit")
+    pcm = samples_of(wav[44:])
+    left, right = pcm[0::2], pcm[1::2]
+    for name, chan, freq in (("left (SIPp)", left, TONE_HZ), ("right (client)", right, BACK_HZ)):
+        # 100 ms windows: a whole number of cycles of both tones.
+        loud = [chan[i:i + 800] for i in range(0, len(chan) - 800, 800)
+                if rms(chan[i:i + 800]) > 1000]
+        if len(loud) < 10:
+            raise Fail(f"{name} channel holds {len(loud)} loud windows, expected over 10")
+        share = sum(goertzel_share(f, freq) for f in loud) / len(loud)
+        if share < 0.9:
+            raise Fail(f"{name} channel: only {share:.2f} of its energy at {freq} Hz")
+        log(f"{name}: {len(loud)} windows of {freq} Hz ({share:.3f} of their energy)")
+    status, headers, part = _http(ctx, f"/recordings/{rec['id']}.wav", {"Range": "bytes=44-1043"})
+    if status != 206 or part != wav[44:1044] \
+            or not headers.get("content-range", "").startswith("bytes 44-1043/"):
+        raise Fail(f"Range request: {status} {headers.get('content-range')!r}, {len(part)} bytes")
+    log("Range bytes=44-1043: 206 with the right bytes")
+
+    # Kept after the run (the work directory is removed when all passed).
+    shot = os.path.join(HERE, "..", "..", "target", "review-page.png")
+    os.makedirs(os.path.dirname(shot), exist_ok=True)
+    cmd = [sys.executable, os.path.join(HERE, "review_page.py"), "--base", f"http://{ctx.http}",
+           "--expect", rec["id"], "--screenshot", shot]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=80)
+    for line in (result.stdout + result.stderr).splitlines():
+        log(line)
+    if result.returncode == 2:
+        raise Skip("headless Chromium or selenium is not available")
+    if result.returncode != 0:
+        raise Fail("the review page test failed")
+    log(f"screenshot: {shot}")
 
 
 # ---------------------------------------------------------------- main

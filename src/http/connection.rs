@@ -11,6 +11,8 @@ use tokio::sync::oneshot;
 use crate::call::state::{Direction, Phase};
 use crate::call::{Call, CallId, Control};
 use crate::client::ClientHandle;
+use crate::media::session::MediaSession;
+
 use crate::switchboard::{DialError, Dialer, Switchboard};
 use crate::wire::{truncate_for_error, AudioPayload, Command, Event, ProtocolError};
 
@@ -69,6 +71,12 @@ impl Connection {
                 Ok(())
             }
             Command::Audio { call, payload } => self.audio(call, payload),
+            Command::Play { call, name } => self.play(call, name).await,
+            Command::Clear { call } => {
+                let call = self.owned_call(call)?;
+                connected(&call)?.clear();
+                Ok(())
+            }
             Command::Call { target } => self.dial(target),
             Command::Answer { call } => self.answer(call).await,
             Command::Reject { call, status } => {
@@ -118,16 +126,26 @@ impl Connection {
             Some(id) => self.owned_call(id)?,
             None => self.only_call()?,
         };
-        let Some(media) = call.media.get() else {
-            return Err(ProtocolError::new(
-                409,
-                format!("call {} is not connected", call.id),
-            ));
-        };
+        let media = connected(&call)?;
         payload.decode_into(&mut self.pcm)?;
         media
             .push_pcm(&self.pcm)
             .map_err(|e| ProtocolError::new(413, e.to_string()))
+    }
+
+    /// `PLAY`: the file is loaded (and resampled, the first time) off the
+    /// async workers; a bad name or file is an `ERROR` and the call goes on.
+    async fn play(&mut self, id: &str, name: &str) -> Result<(), ProtocolError> {
+        let call = self.owned_call(id)?;
+        connected(&call)?;
+        let prompts = self.board.prompts.clone();
+        let owned_name = name.to_string();
+        let prompt = tokio::task::spawn_blocking(move || prompts.load(&owned_name))
+            .await
+            .map_err(|_| ProtocolError::new(500, "prompt loader failed"))?
+            .map_err(|e| ProtocolError::new(e.status(), e.to_string()))?;
+        connected(&call)?.play(prompt, false);
+        Ok(())
     }
 
     fn dial(&mut self, target: &str) -> Result<(), ProtocolError> {
@@ -225,6 +243,17 @@ impl Connection {
                 "this connection has several calls: name one",
             )),
         }
+    }
+}
+
+/// The media of a connected call.
+fn connected(call: &Call) -> Result<&Arc<MediaSession>, ProtocolError> {
+    match call.media.get() {
+        Some(media) if !call.is_ended() => Ok(media),
+        _ => Err(ProtocolError::new(
+            409,
+            format!("call {} is not connected", call.id),
+        )),
     }
 }
 

@@ -1,12 +1,14 @@
-//! The HTTP server (axum): `/ws` for WebSocket clients and `/healthz`.
+//! The HTTP server (axum): `/ws` for WebSocket clients, `/recordings` and
+//! the review page, `/healthz`.
 
 mod auth;
 pub mod connection;
+pub mod recordings;
 pub mod ws;
 
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::Router;
 
 use crate::switchboard::{Dialer, Switchboard};
@@ -37,6 +39,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(recordings::review_page))
+        .route("/recordings/ui", get(recordings::review_page))
+        .route("/recordings", get(recordings::list))
+        .route(
+            "/recordings/{id}",
+            get(recordings::get).merge(delete(recordings::delete)),
+        )
         .layer(axum::middleware::from_fn_with_state(
             token,
             auth::require_token,

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::playout::FRAME_SAMPLES;
 use super::rtp::{write_header, HEADER_LEN};
 use super::session::MediaSession;
+use super::tap::{RecordingSink, TappedFrame};
 
 pub const TICK: Duration = Duration::from_millis(20);
 
@@ -32,12 +33,21 @@ struct Shard {
 
 impl MediaClock {
     /// Starts `shards` ticker tasks, running until `shutdown` is cancelled.
-    pub fn start(shards: usize, shutdown: CancellationToken) -> Arc<MediaClock> {
+    /// Recorded calls' frames go to `recordings`.
+    pub fn start(
+        shards: usize,
+        recordings: Option<Arc<dyn RecordingSink>>,
+        shutdown: CancellationToken,
+    ) -> Arc<MediaClock> {
         let shards: Vec<Arc<Shard>> = (0..shards.max(1))
             .map(|_| Arc::new(Shard::default()))
             .collect();
         for shard in &shards {
-            tokio::spawn(run_shard(shard.clone(), shutdown.clone()));
+            tokio::spawn(run_shard(
+                shard.clone(),
+                recordings.clone(),
+                shutdown.clone(),
+            ));
         }
         Arc::new(MediaClock {
             shards,
@@ -81,21 +91,29 @@ impl Stream {
         }
     }
 
-    /// Sends this tick's frame; false once the call has stopped.
+    /// Sends this tick's frame (and hands it to the recording); false once
+    /// the call has stopped.
     fn tick(
         &mut self,
         pcm: &mut [i16; FRAME_SAMPLES],
         packet: &mut [u8; HEADER_LEN + FRAME_SAMPLES],
+        recorded: &mut Vec<TappedFrame>,
     ) -> bool {
         let s = &*self.session;
         if s.is_stopped() {
             return false;
         }
-        let peer = {
+        let (peer, prompt_ended) = {
             let mut out = s.outbound();
-            out.playout.pop_frame(pcm);
-            out.peer
+            let ended = out.audio.next_frame(pcm);
+            (out.peer, ended)
         };
+        if let Some(ended) = prompt_ended {
+            s.prompt_ended(ended);
+        }
+        if let Some(tap) = &s.recording {
+            recorded.push(tap.lock().unwrap_or_else(|e| e.into_inner()).tick(pcm));
+        }
         let (header, payload) = packet.split_at_mut(HEADER_LEN);
         write_header(
             header.try_into().unwrap(),
@@ -117,7 +135,11 @@ impl Stream {
     }
 }
 
-async fn run_shard(shard: Arc<Shard>, shutdown: CancellationToken) {
+async fn run_shard(
+    shard: Arc<Shard>,
+    recordings: Option<Arc<dyn RecordingSink>>,
+    shutdown: CancellationToken,
+) {
     let mut ticker = interval(TICK);
     // A late tick is followed by catch-up ticks, so the far end still gets
     // 50 packets a second and RTP timestamps stay true to wall time.
@@ -134,6 +156,10 @@ async fn run_shard(shard: Arc<Shard>, shutdown: CancellationToken) {
             let mut joining = shard.joining.lock().unwrap_or_else(|e| e.into_inner());
             streams.extend(joining.drain(..).map(Stream::new));
         }
-        streams.retain_mut(|s| s.tick(&mut pcm, &mut packet));
+        let mut recorded = Vec::new();
+        streams.retain_mut(|s| s.tick(&mut pcm, &mut packet, &mut recorded));
+        if let Some(sink) = &recordings {
+            sink.submit(recorded);
+        }
     }
 }

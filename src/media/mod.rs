@@ -1,10 +1,15 @@
-//! Audio: codecs, packets, SDP and the queue a client's audio waits in (pure),
-//! plus the per-call media sessions and the shared media clock (IO).
+//! Audio: codecs, packets, SDP, the queues and buffers a call's audio waits
+//! in, prompt decoding (pure), plus the per-call media sessions and the
+//! shared media clock (IO).
 
 pub mod g711;
+pub mod jitter;
 pub mod playout;
+pub mod prompt;
 pub mod rtp;
 pub mod sdp;
+pub mod tap;
+pub mod wav;
 
 pub mod clock;
 pub mod session;

@@ -13,13 +13,17 @@ use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
-use super::playout::{PlayoutQueue, QueueFull, FRAME_SAMPLES};
+use std::sync::OnceLock;
+
+use super::playout::{QueueFull, FRAME_SAMPLES};
+use super::prompt::{OutboundAudio, Prompt, PromptEnded};
 use super::rtp::RtpPacket;
 use super::sdp::Codec;
+use super::tap::RecordTap;
 use crate::call::ports::PortLease;
 use crate::call::CallId;
 use crate::client::ClientHandle;
-use crate::wire::audio;
+use crate::wire::{audio, Event};
 
 /// Most audio a client may queue ahead of playout: 60 s.
 pub const PLAYOUT_CAPACITY: usize = 60 * 8000;
@@ -27,7 +31,7 @@ pub const PLAYOUT_CAPACITY: usize = 60 * 8000;
 /// What the media clock needs each tick, behind one lock.
 #[derive(Debug)]
 pub struct Outbound {
-    pub playout: PlayoutQueue,
+    pub audio: OutboundAudio,
     /// Where RTP goes: the SDP address until the far end's first packet, then
     /// wherever that packet came from (symmetric RTP).
     pub peer: SocketAddr,
@@ -58,6 +62,10 @@ pub struct MediaSession {
     pub codec: Codec,
     pub outbound: Mutex<Outbound>,
     pub stats: MediaStats,
+    /// Both directions for the recording, when the call is recorded.
+    pub recording: Option<Mutex<RecordTap>>,
+    /// Who hears `PLAYED`: the client the far end's audio goes to.
+    owner: OnceLock<Arc<ClientHandle>>,
     /// Set when the call ends: the clock drops the session at its next tick.
     stopped: AtomicBool,
     /// The receive task, aborted when the call ends. (A flag checked per
@@ -66,24 +74,77 @@ pub struct MediaSession {
 }
 
 impl MediaSession {
-    pub fn new(call: CallId, rtp: RtpBinding, codec: Codec, peer: SocketAddr) -> Arc<Self> {
+    pub fn new(
+        call: CallId,
+        rtp: RtpBinding,
+        codec: Codec,
+        peer: SocketAddr,
+        recording: Option<RecordTap>,
+    ) -> Arc<Self> {
         Arc::new(MediaSession {
             call,
             rtp,
             codec,
             outbound: Mutex::new(Outbound {
-                playout: PlayoutQueue::new(PLAYOUT_CAPACITY),
+                audio: OutboundAudio::new(PLAYOUT_CAPACITY),
                 peer,
             }),
             stats: MediaStats::default(),
+            recording: recording.map(Mutex::new),
+            owner: OnceLock::new(),
             stopped: AtomicBool::new(false),
             receiver: Mutex::new(None),
         })
     }
 
-    /// Queues client audio (16-bit LE PCM bytes) for playout.
+    /// Queues client audio (16-bit LE PCM bytes) for playout; it cuts off
+    /// any prompt playing (barge-in).
     pub fn push_pcm(&self, bytes: &[u8]) -> Result<(), QueueFull> {
-        self.outbound().playout.push_le_bytes(bytes)
+        let (queued, cut) = self.outbound().audio.push_client(bytes);
+        if let Some(ended) = cut {
+            self.prompt_ended(ended);
+        }
+        queued
+    }
+
+    /// Plays a prompt from the next tick on, instead of queued audio.
+    pub fn play(&self, prompt: Prompt, greeting: bool) {
+        let replaced = self.outbound().audio.play(prompt, greeting);
+        if let Some(ended) = replaced {
+            self.prompt_ended(ended);
+        }
+    }
+
+    /// `CLEAR`: stops any prompt and drops the client's queued audio.
+    pub fn clear(&self) {
+        let cut = self.outbound().audio.clear();
+        if let Some(ended) = cut {
+            self.prompt_ended(ended);
+        }
+    }
+
+    /// Reports a `PLAY`ed prompt's end to the owner (the greeting's is not).
+    pub fn prompt_ended(&self, ended: PromptEnded) {
+        tracing::debug!(call = %self.call, prompt = %ended.name, completed = ended.completed, "prompt ended");
+        if ended.greeting {
+            return;
+        }
+        if let Some(owner) = self.owner.get() {
+            owner.send_event(&Event::Played {
+                call: self.call.as_str(),
+                name: &ended.name,
+            });
+        }
+    }
+
+    /// Records the far end's audio (decoded) at its RTP timestamp.
+    fn record_far(&self, timestamp: u32, pcm: &[i16]) {
+        if let Some(tap) = &self.recording {
+            tap.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .far
+                .push(timestamp, pcm);
+        }
     }
 
     pub fn outbound(&self) -> std::sync::MutexGuard<'_, Outbound> {
@@ -111,6 +172,7 @@ impl MediaSession {
     /// Starts the receive task forwarding the far end's audio to `owner`.
     pub fn start_receiving(self: &Arc<Self>, owner: Arc<ClientHandle>) {
         owner.audio_stream_started();
+        let _ = self.owner.set(owner.clone());
         let task = tokio::spawn(receive(self.clone(), AudioStream(owner)));
         let mut slot = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
         if self.is_stopped() {
@@ -135,6 +197,7 @@ impl Drop for AudioStream {
 /// forwarding each 20 ms of decoded audio to the owner.
 async fn receive(session: Arc<MediaSession>, owner: AudioStream) {
     let mut datagram = [0u8; 2048];
+    let mut decoded = [0i16; 2048];
     let mut forward = Forwarder::new(session.call.clone(), owner.0.clone());
     let mut latched: Option<SocketAddr> = None;
     loop {
@@ -162,7 +225,10 @@ async fn receive(session: Arc<MediaSession>, owner: AudioStream) {
             continue;
         }
         stats.packets_in.fetch_add(1, Ordering::Relaxed);
-        forward.push(session.codec, packet.payload);
+        let pcm = &mut decoded[..packet.payload.len()];
+        session.codec.law.decode(packet.payload, pcm);
+        session.record_far(packet.timestamp, pcm);
+        forward.push(pcm);
     }
 }
 
@@ -184,15 +250,13 @@ impl Forwarder {
         }
     }
 
-    fn push(&mut self, codec: Codec, mut payload: &[u8]) {
-        while !payload.is_empty() {
-            let take = payload.len().min(FRAME_SAMPLES - self.filled);
-            codec.law.decode(
-                &payload[..take],
-                &mut self.pcm[self.filled..self.filled + take],
-            );
+    fn push(&mut self, mut pcm: &[i16]) {
+        while !pcm.is_empty() {
+            let take = pcm.len().min(FRAME_SAMPLES - self.filled);
+            self.pcm[self.filled..self.filled + take].copy_from_slice(&pcm[..take]);
             self.filled += take;
-            payload = &payload[take..];
+            pcm = &pcm[take..];
+
             if self.filled == FRAME_SAMPLES {
                 self.emit();
             }

@@ -76,7 +76,7 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
     if !board.offer(&call) {
         // The last client left between the check above and now.
         let _ = dialog.reject(Some(StatusCode::TemporarilyUnavailable), None);
-        board.finish(&call);
+        board.finish(&call, &crate::call::state::EndCause::Remote);
         sip.dialogs.remove_dialog(&dialog.id());
         return;
     }
@@ -213,7 +213,7 @@ impl InboundCall {
             }
             Action::Finish(cause) => {
                 tracing::info!(?cause, "call ended");
-                board.finish(&self.call);
+                board.finish(&self.call, &cause);
                 self.sip.dialogs.remove_dialog(&self.dialog.id());
                 return true;
             }

@@ -64,7 +64,7 @@ impl Dialer for SipEndpoint {
                         reason: "Server Internal Error".into(),
                     },
                 );
-                board.finish(&call);
+                board.finish(&call, &crate::call::state::EndCause::Local);
                 return Ok(call);
             }
         };
@@ -207,7 +207,7 @@ impl OutboundCall {
                     }
                     Action::Finish(cause) => {
                         tracing::info!(?cause, "call ended");
-                        self.board.finish(&self.call);
+                        self.board.finish(&self.call, &cause);
                         self.dialogs.remove_dialog(&self.dialog.id());
                         return;
                     }

@@ -38,7 +38,7 @@ pub fn parse<'a>(verb: &str, args: Option<&'a str>) -> Result<Command<'a>, Proto
     }
 }
 
-fn required<'a>(verb: &str, args: Option<&'a str>) -> Result<&'a str, ProtocolError> {
+pub(super) fn required<'a>(verb: &str, args: Option<&'a str>) -> Result<&'a str, ProtocolError> {
     match args {
         Some(a) if !a.is_empty() => Ok(a),
         _ => Err(ProtocolError::bad_request(format!(
@@ -47,7 +47,7 @@ fn required<'a>(verb: &str, args: Option<&'a str>) -> Result<&'a str, ProtocolEr
     }
 }
 
-fn one_call_id<'a>(verb: &str, args: Option<&'a str>) -> Result<&'a str, ProtocolError> {
+pub(super) fn one_call_id<'a>(verb: &str, args: Option<&'a str>) -> Result<&'a str, ProtocolError> {
     let args = required(verb, args)?;
     let mut parts = split_args(args);
     let id = parts.next().unwrap_or_default();
@@ -110,7 +110,9 @@ pub fn write_event(event: &Event<'_>, dialect: Dialect, out: &mut String) {
         }
         Event::Bye { .. } if legacy => write!(out, "BYE"),
         Event::Bye { call } => write!(out, "BYE:{call}"),
-        Event::Error(_) | Event::Pong => unreachable!("formatted by session"),
+        Event::Error(_) | Event::Pong | Event::Played { .. } => {
+            unreachable!("formatted by session and playback")
+        }
     };
 }
 

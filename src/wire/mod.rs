@@ -11,6 +11,7 @@
 
 pub mod audio;
 pub mod call;
+pub mod playback;
 pub mod session;
 
 use std::fmt;
@@ -46,6 +47,10 @@ pub enum Command<'a> {
     Hangup { call: Option<&'a str> },
     /// `PING`.
     Ping,
+    /// `PLAY:{call_id}##{name}`: play a WAV from the assets directory.
+    Play { call: &'a str, name: &'a str },
+    /// `CLEAR:{call_id}`: stop the prompt, drop queued audio.
+    Clear { call: &'a str },
 }
 
 /// Why a command could not be carried out; sent back as `ERROR:{code} {message}`.
@@ -99,6 +104,7 @@ impl<'a> Command<'a> {
                 call::parse(verb, args)
             }
             "RTP" => audio::parse(dialect, args),
+            "PLAY" | "CLEAR" => playback::parse(verb, args),
             "PING" => session::parse_ping(args),
             "" => Err(ProtocolError::bad_request("empty message")),
             other => Err(ProtocolError::bad_request(format!(
@@ -141,6 +147,8 @@ pub enum Event<'a> {
     },
     /// `BYE:{call_id}`
     Bye { call: &'a str },
+    /// `PLAYED:{call_id}##{name}`
+    Played { call: &'a str, name: &'a str },
     /// `ERROR:{code} {message}`
     Error(&'a ProtocolError),
     /// `PONG`
@@ -154,6 +162,8 @@ impl Event<'_> {
         match self {
             Event::Error(e) => session::write_error(e, &mut out),
             Event::Pong => out.push_str("PONG"),
+            Event::Played { call, name } => playback::write_played(call, name, &mut out),
+
             _ => call::write_event(self, dialect, &mut out),
         }
         out

@@ -117,3 +117,37 @@ fn formula_ulaw_matches_itu_reference_points() {
         }
     }
 }
+
+/// Writes a WAV of `seconds` of `freq` Hz with hound, in any layout the
+/// daemon must accept (so that the test exercises its resampler).
+pub fn write_tone_wav(path: &std::path::Path, rate: u32, channels: u16, freq: f64, seconds: f64) {
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..(rate as f64 * seconds) as usize {
+        let x = 12000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin();
+        for _ in 0..channels {
+            w.write_sample(x as i16).unwrap();
+        }
+    }
+    w.finalize().unwrap();
+}
+
+/// Which of two tones dominates a frame (None: neither, e.g. silence).
+pub fn which_tone(pcm: &[i16], a: f64, b: f64) -> Option<f64> {
+    if rms(pcm) < 500.0 {
+        return None;
+    }
+    let (pa, pb) = (power_at(pcm, a), power_at(pcm, b));
+    if pa > 10.0 * pb {
+        Some(a)
+    } else if pb > 10.0 * pa {
+        Some(b)
+    } else {
+        None
+    }
+}

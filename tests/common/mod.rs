@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod audio;
+pub mod http;
 pub mod sip;
 
 use std::net::SocketAddr;

@@ -590,3 +590,26 @@ fn alaw_decode(code: u8) -> i16 {
         -t as i16
     }
 }
+
+impl SipPeer {
+    /// Collects RTP for `duration`, one entry per µ-law packet: when it
+    /// arrived and its decoded samples.
+    pub async fn record_packets(&self, duration: Duration) -> Vec<(Instant, Vec<i16>)> {
+        let mut packets = Vec::new();
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + duration;
+        while let Ok(Ok((n, _))) = timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.rtp.recv_from(&mut buf),
+        )
+        .await
+        {
+            if n < 12 || buf[0] >> 6 != 2 || buf[1] & 0x7F != 0 {
+                continue;
+            }
+            let pcm = buf[12..n].iter().map(|&b| audio::ulaw_decode(b)).collect();
+            packets.push((Instant::now(), pcm));
+        }
+        packets
+    }
+}

@@ -30,6 +30,8 @@ pub struct SpawnOptions<'a> {
     pub log_filter: &'a str,
     /// CPUs the child may run on (empty: any). It sizes its runtime to them.
     pub cpus: &'a [usize],
+    /// Where the child records calls (None: it does not).
+    pub record: Option<&'a Path>,
 }
 
 /// A free loopback port for `kind` (the socket is closed again at once).
@@ -60,6 +62,9 @@ impl Daemon {
             .arg(o.rtp_ports)
             .arg("--log-format")
             .arg("json")
+            // The bench's clients talk at once; a greeting would only be cut off.
+            .arg("--greeting")
+            .arg("none")
             .env("RUST_LOG", o.log_filter)
             .env_remove("SIPRELAY_CONFIG")
             .stdin(Stdio::null())
@@ -69,7 +74,12 @@ impl Daemon {
         // calls on memory prepared before the fork. The first asks the kernel
         // to kill the child if this (spawning) thread dies, so a crashed or
         // killed bench never leaves a daemon behind.
+        match o.record {
+            Some(dir) => cmd.arg("--recordings-dir").arg(dir),
+            None => cmd.arg("--no-record"),
+        };
         let cpus = o.cpus.to_vec();
+
         unsafe {
             cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

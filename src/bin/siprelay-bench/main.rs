@@ -86,6 +86,10 @@ struct Args {
     /// RTP port range of the daemon the bench starts.
     #[arg(long, default_value = "20000-29999", value_name = "LOW-HIGH")]
     rtp_ports: String,
+    /// Let the started daemon record every call into this directory
+    /// (default: recording off, so the bridge alone is measured).
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
     /// Where the started daemon's log goes (JSON lines).
     #[arg(
         long,
@@ -171,6 +175,7 @@ fn main_with(args: &Args) -> anyhow::Result<ExitCode> {
                 log: &args.daemon_log,
                 log_filter: &args.daemon_log_filter,
                 cpus: &daemon_cpus,
+                record: args.record.as_deref(),
             })?
         }
     };

@@ -1,0 +1,194 @@
+//! What a call sends, frame by frame: a prompt (the greeting or a `PLAY`ed
+//! file) while one plays, otherwise the client's queued audio.
+//!
+//! Barge-in is the rule that joins the two: client audio arriving, or a
+//! `CLEAR`, cuts the prompt off, so the client's audio goes out in the very
+//! next frame. Pure: the media clock calls [`OutboundAudio::next_frame`]
+//! once per tick.
+
+use std::sync::Arc;
+
+use super::playout::{PlayoutQueue, QueueFull, FRAME_SAMPLES};
+
+/// A prompt ready to play: 8 kHz mono samples, shared by every call playing it.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    pub name: Arc<str>,
+    pub samples: Arc<[i16]>,
+}
+
+/// A prompt stopped playing, because it ended or was cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptEnded {
+    pub name: Arc<str>,
+    /// Whether the caller heard it to the end.
+    pub completed: bool,
+    /// The greeting is the daemon's own: its end is not reported as `PLAYED`.
+    pub greeting: bool,
+}
+
+#[derive(Debug)]
+struct Playing {
+    prompt: Prompt,
+    position: usize,
+    greeting: bool,
+}
+
+impl Playing {
+    fn ended(self, completed: bool) -> PromptEnded {
+        PromptEnded {
+            name: self.prompt.name,
+            completed,
+            greeting: self.greeting,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct OutboundAudio {
+    queue: PlayoutQueue,
+    playing: Option<Playing>,
+}
+
+impl OutboundAudio {
+    pub fn new(queue_capacity: usize) -> Self {
+        OutboundAudio {
+            queue: PlayoutQueue::new(queue_capacity),
+            playing: None,
+        }
+    }
+
+    /// Starts a prompt now, replacing (and reporting) any prompt playing.
+    pub fn play(&mut self, prompt: Prompt, greeting: bool) -> Option<PromptEnded> {
+        let replaced = self.playing.take().map(|p| p.ended(false));
+        self.playing = Some(Playing {
+            prompt,
+            position: 0,
+            greeting,
+        });
+        replaced
+    }
+
+    /// Queues client audio (16-bit LE PCM), cutting off any prompt.
+    pub fn push_client(&mut self, bytes: &[u8]) -> (Result<(), QueueFull>, Option<PromptEnded>) {
+        let cut = self.playing.take().map(|p| p.ended(false));
+        (self.queue.push_le_bytes(bytes), cut)
+    }
+
+    /// Drops the client's queued audio and any prompt (`CLEAR`).
+    pub fn clear(&mut self) -> Option<PromptEnded> {
+        self.queue.clear();
+        self.playing.take().map(|p| p.ended(false))
+    }
+
+    pub fn is_playing(&self) -> bool {
+        self.playing.is_some()
+    }
+
+    /// Fills this tick's frame; reports a prompt that ran out in it.
+    pub fn next_frame(&mut self, frame: &mut [i16; FRAME_SAMPLES]) -> Option<PromptEnded> {
+        let Some(playing) = &mut self.playing else {
+            self.queue.pop_frame(frame);
+            return None;
+        };
+        let rest = &playing.prompt.samples[playing.position..];
+        let n = rest.len().min(FRAME_SAMPLES);
+        frame[..n].copy_from_slice(&rest[..n]);
+        frame[n..].fill(0);
+        playing.position += n;
+        if playing.position < playing.prompt.samples.len() {
+            return None;
+        }
+        self.playing.take().map(|p| p.ended(true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prompt(name: &str, value: i16, samples: usize) -> Prompt {
+        Prompt {
+            name: name.into(),
+            samples: vec![value; samples].into(),
+        }
+    }
+
+    fn le(value: i16, samples: usize) -> Vec<u8> {
+        std::iter::repeat_n(value.to_le_bytes(), samples)
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn a_prompt_plays_to_its_end_then_queued_audio_follows() {
+        let mut out = OutboundAudio::new(8000);
+        assert_eq!(out.play(prompt("hello.wav", 7, 400), false), None);
+        let mut frame = [0; FRAME_SAMPLES];
+        assert_eq!(out.next_frame(&mut frame), None);
+        assert!(frame.iter().all(|&s| s == 7));
+        assert_eq!(out.next_frame(&mut frame), None);
+        let ended = out.next_frame(&mut frame).expect("ends in the third frame");
+        assert!(ended.completed && !ended.greeting);
+        assert_eq!(&*ended.name, "hello.wav");
+        assert!(frame[..80].iter().all(|&s| s == 7));
+        assert!(frame[80..].iter().all(|&s| s == 0), "padded with silence");
+        out.next_frame(&mut frame);
+        assert!(frame.iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn client_audio_barges_in_on_the_very_next_frame() {
+        let mut out = OutboundAudio::new(8000);
+        out.play(prompt("greeting", 7, 8000), true);
+        let mut frame = [0; FRAME_SAMPLES];
+        out.next_frame(&mut frame);
+        let (queued, cut) = out.push_client(&le(-3, 160));
+        assert_eq!(queued, Ok(()));
+        let cut = cut.expect("the greeting is cut off");
+        assert!(cut.greeting && !cut.completed);
+        assert_eq!(out.next_frame(&mut frame), None);
+        assert!(
+            frame.iter().all(|&s| s == -3),
+            "the frame right after holds the client's audio, not the greeting"
+        );
+        assert!(!out.is_playing());
+    }
+
+    #[test]
+    fn clear_stops_the_prompt_and_drops_queued_audio() {
+        let mut out = OutboundAudio::new(8000);
+        let _ = out.push_client(&le(5, 1600));
+        out.play(prompt("music.wav", 9, 8000), false);
+        let cut = out.clear().unwrap();
+        assert!(!cut.completed);
+        let mut frame = [1; FRAME_SAMPLES];
+        out.next_frame(&mut frame);
+        assert!(frame.iter().all(|&s| s == 0));
+        assert_eq!(out.clear(), None, "nothing left to cut");
+    }
+
+    #[test]
+    fn play_while_playing_reports_the_replaced_prompt() {
+        let mut out = OutboundAudio::new(8000);
+        out.play(prompt("a.wav", 1, 8000), false);
+        let replaced = out.play(prompt("b.wav", 2, 8000), false).unwrap();
+        assert_eq!(&*replaced.name, "a.wav");
+        assert!(!replaced.completed);
+        let mut frame = [0; FRAME_SAMPLES];
+        out.next_frame(&mut frame);
+        assert_eq!(frame[0], 2);
+    }
+
+    #[test]
+    fn queued_audio_waits_behind_a_prompt_started_after_it() {
+        let mut out = OutboundAudio::new(8000);
+        let _ = out.push_client(&le(5, 160));
+        out.play(prompt("beep.wav", 9, 160), false);
+        let mut frame = [0; FRAME_SAMPLES];
+        assert!(out.next_frame(&mut frame).is_some());
+        assert_eq!(frame[0], 9);
+        out.next_frame(&mut frame);
+        assert_eq!(frame[0], 5);
+    }
+}
