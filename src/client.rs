@@ -81,6 +81,8 @@ pub struct ClientHandle {
     /// Calls whose audio currently flows to this client.
     audio_streams: AtomicUsize,
     frames_dropped: AtomicU64,
+    /// False for the stand-in owner of calls driven over REST.
+    takes_audio: bool,
 }
 
 impl ClientHandle {
@@ -99,8 +101,22 @@ impl ClientHandle {
             audio_queued: AtomicUsize::new(0),
             audio_streams: AtomicUsize::new(0),
             frames_dropped: AtomicU64::new(0),
+            takes_audio: true,
         };
         (handle, rx)
+    }
+
+    /// The owner of calls placed or answered over REST: it is offered
+    /// nothing, takes no audio, and what it would be told goes nowhere
+    /// (watchers of `GET /events` hear it instead).
+    pub fn detached(id: ClientId) -> ClientHandle {
+        let (mut handle, _dropped) = ClientHandle::new(id, Dialect::V1, OfferFilter::Nothing);
+        handle.takes_audio = false;
+        handle
+    }
+
+    pub fn takes_audio(&self) -> bool {
+        self.takes_audio
     }
 
     /// Queues a control event in this client's dialect.

@@ -63,6 +63,7 @@ impl Daemon {
         let clock = MediaClock::start(workers, sink, stop_media.clone());
         let board = Switchboard::new(config, clock, prompts, recorder);
         let sip = SipEndpoint::start(board.clone(), stop_sip.clone()).await?;
+        board.set_sip_ready(true);
 
         let addr = board.config.http_listen;
         let listener = TcpListener::bind(addr)
@@ -105,6 +106,7 @@ impl Daemon {
     /// closes every client with a close frame, then stops.
     pub async fn shutdown(self) {
         tracing::info!(calls = self.board.call_count(), "shutting down");
+        self.board.set_sip_ready(false);
         self.board.hang_up_all(Duration::from_secs(3)).await;
         self.board.close_clients();
         self.stop_http.cancel();

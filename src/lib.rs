@@ -7,10 +7,13 @@
 
 pub mod call;
 pub mod client;
+pub mod clock_time;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod prompts;
 pub mod record;
 pub mod sip;

@@ -8,7 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use tokio::net::UdpSocket;
@@ -17,15 +17,17 @@ use tokio::sync::mpsc;
 use crate::call::ports::{PortLease, PortPairAllocator};
 use crate::call::state::EndCause;
 use crate::call::state::{Direction, Notice};
-use crate::call::{Call, CallId, Control};
+use crate::call::{Call, CallId, Control, Script};
 use crate::client::{ClientHandle, ClientId, OfferFilter, Outgoing};
+use crate::clock_time::Utc;
 use crate::config::Config;
+use crate::events::{CallEvent, EventBus};
 use crate::media::clock::MediaClock;
 use crate::media::sdp::RemoteMedia;
 use crate::media::session::{MediaSession, RtpBinding};
 use crate::media::tap::RecordTap;
+use crate::metrics::{Metrics, RecordingSnapshot, Snapshot};
 use crate::prompts::PromptLibrary;
-use crate::record::clock_time::Utc;
 use crate::record::{Ending, Recorder, RecordingId, Sidecar};
 use crate::wire::{Dialect, Event, ProtocolError};
 
@@ -43,7 +45,17 @@ pub struct Switchboard {
     pub prompts: Arc<PromptLibrary>,
     /// None when recording is off.
     pub recorder: Option<Arc<Recorder>>,
+    /// Every call event, for `GET /events`.
+    pub events: EventBus,
+    pub metrics: Metrics,
+    /// The owner of calls placed or answered over REST.
+    api_owner: Arc<ClientHandle>,
+    /// The SIP transport is bound and the daemon is not shutting down.
+    sip_ready: std::sync::atomic::AtomicBool,
 }
+
+/// The client id of [`Switchboard::api_owner`]; WebSocket clients count from 1.
+pub const API_OWNER: ClientId = 0;
 
 impl Switchboard {
     pub fn new(
@@ -62,7 +74,24 @@ impl Switchboard {
             clock,
             prompts,
             recorder,
+            events: EventBus::default(),
+            metrics: Metrics::default(),
+            api_owner: Arc::new(ClientHandle::detached(API_OWNER)),
+            sip_ready: Default::default(),
         })
+    }
+
+    pub fn sip_ready(&self) -> bool {
+        self.sip_ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_sip_ready(&self, ready: bool) {
+        self.sip_ready.store(ready, Ordering::Release);
+    }
+
+    /// The owner of calls placed or answered over REST: no audio, no queue.
+    pub fn api_owner(&self) -> Arc<ClientHandle> {
+        self.api_owner.clone()
     }
 
     pub fn advertised_ip(&self) -> IpAddr {
@@ -89,7 +118,9 @@ impl Switchboard {
 
     /// Forgets a client and hangs up every call it owns.
     pub fn disconnect_client(&self, id: ClientId) {
-        self.clients.remove(&id);
+        if let Some((_, client)) = self.clients.remove(&id) {
+            self.metrics.client_gone(client.frames_dropped());
+        }
         for call in self.calls_owned_by(id) {
             let _ = call.control.try_send(Control::OwnerGone);
         }
@@ -99,9 +130,11 @@ impl Switchboard {
         self.clients.iter().map(|c| c.value().clone()).collect()
     }
 
-    /// Whether any connected client would be offered a call to `called`.
+    /// Whether anyone would be offered a call to `called`: a connected
+    /// client that takes the number, or a watcher of `GET /events`, who
+    /// can answer over REST.
     pub fn takes_calls_to(&self, called: &str) -> bool {
-        self.clients.iter().any(|c| c.offers.wants(called))
+        self.events.watchers() > 0 || self.clients.iter().any(|c| c.offers.wants(called))
     }
 
     pub fn client_count(&self) -> usize {
@@ -134,10 +167,9 @@ impl Switchboard {
             .collect()
     }
 
-    /// Offers an inbound call to every connected client. False if there is
-    /// nobody to offer it to.
     /// Offers an inbound call to every connected client that takes calls
-    /// to its number. False if there is nobody to offer it to.
+    /// to its number, and to watchers of `GET /events`. False if there is
+    /// nobody to offer it to.
     pub fn offer(&self, call: &Arc<Call>) -> bool {
         let clients: Vec<_> = self
             .clients
@@ -145,9 +177,10 @@ impl Switchboard {
             .filter(|c| c.offers.wants(&call.to))
             .map(|c| c.value().clone())
             .collect();
-        if clients.is_empty() {
+        if clients.is_empty() && self.events.watchers() == 0 {
             return false;
         }
+        self.events.publish(|| CallEvent::new("RING_ANS", call));
         // Recorded before anyone hears of it, so that an answer racing the
         // offer finds itself among the offered.
         call.set_offered_to(clients.clone());
@@ -166,7 +199,21 @@ impl Switchboard {
     /// Tells the right clients about a call event: the owner, or, before an
     /// inbound call has one, everyone it was offered to (less the client that
     /// just acted, which learns the outcome from its own command).
-    pub fn notify(&self, call: &Call, notice: &Notice) {
+    pub fn notify(&self, call: &Arc<Call>, notice: &Notice) {
+        self.events.publish(|| CallEvent::from_notice(call, notice));
+        if *notice == Notice::Connected {
+            let setup = call.created.elapsed().unwrap_or_default();
+            self.metrics.call_connected(call.direction.as_str(), setup);
+        }
+        self.route(call, notice);
+        if *notice == Notice::Connected {
+            if let (Some(media), Some(tap)) = (call.media.get(), self.start_recording(call)) {
+                media.start_recording(tap);
+            }
+        }
+    }
+
+    fn route(&self, call: &Call, notice: &Notice) {
         let id = call.id.as_str();
         let event = match notice {
             Notice::Ringing => Event::Ringing { call: id },
@@ -199,6 +246,46 @@ impl Switchboard {
             (_, _, Some(owner)) => owner.send_event(&event),
             (_, _, None) => {}
         }
+    }
+
+    /// Loads a prompt from the assets directory, off the async workers (the
+    /// first load decodes and resamples). Errors are an HTTP-style status
+    /// (400 bad name, 404 missing, 415 not a WAV, 500) and a message.
+    pub async fn load_prompt(
+        &self,
+        name: &str,
+    ) -> Result<crate::media::prompt::Prompt, (u16, String)> {
+        let prompts = self.prompts.clone();
+        let owned = name.to_string();
+        let loaded = tokio::task::spawn_blocking(move || prompts.load(&owned))
+            .await
+            .map_err(|_| (500, "prompt loader failed".to_string()))?
+            .map_err(|e| (e.status(), e.to_string()));
+        if loaded.is_err() {
+            self.metrics.prompt_errors.inc();
+        }
+        loaded
+    }
+
+    /// Tells the owner of an outgoing call, and watchers, that it is being placed.
+    pub fn calling(&self, call: &Call) {
+        if let Some(owner) = call.owner() {
+            owner.send_event(&Event::Calling {
+                number: &call.to,
+                call: call.id.as_str(),
+            });
+        }
+        self.events.publish(|| CallEvent::new("CALLING", call));
+    }
+
+    /// An INVITE turned away before it became a call (bad SDP, no ports,
+    /// nobody to offer it to): counted like a call that ended so.
+    pub fn refused_invite(&self, status: u16) {
+        self.metrics.call_ended(
+            Direction::Inbound.as_str(),
+            Some(status),
+            Default::default(),
+        );
     }
 
     /// Binds an RTP socket on a free even port of the range.
@@ -238,31 +325,69 @@ impl Switchboard {
     /// end's audio goes to `owner`, and both are recorded.
     pub fn start_media(
         &self,
-        call: &Call,
+        call: &Arc<Call>,
         binding: RtpBinding,
         remote: &RemoteMedia,
         owner: Arc<ClientHandle>,
     ) {
-        let tap = self.start_recording(call, remote, &owner);
-        let session = MediaSession::new(call.id.clone(), binding, remote.codec, remote.rtp, tap);
+        let _ = call.answered.set(SystemTime::now());
+        let script = call.script();
+        let session = MediaSession::new(call.id.clone(), binding, remote.codec, remote.rtp);
         if call.media.set(session.clone()).is_err() {
             return;
         }
+        session.on_prompt_end(self.prompt_listener(call));
         let greets = call.direction == Direction::Inbound || self.config.greeting_outbound;
         if let Some(greeting) = self.prompts.greeting().filter(|_| greets) {
             session.play(greeting, true);
+        }
+        if let Some(prompt) = script.play {
+            session.play(prompt, false);
         }
         self.clock.add(session.clone());
         session.start_receiving(owner);
     }
 
-    fn start_recording(
+    /// What happens when a prompt ends: `PLAYED` to the owner and watchers
+    /// (not for the greeting), and the hang-up a REST call may have asked for.
+    fn prompt_listener(
         &self,
-        call: &Call,
-        remote: &RemoteMedia,
-        owner: &Arc<ClientHandle>,
-    ) -> Option<RecordTap> {
+        call: &Arc<Call>,
+    ) -> impl Fn(&crate::media::prompt::PromptEnded) + Send + Sync + 'static {
+        // Weak: the call owns its media session, which owns this listener.
+        let call = Arc::downgrade(call);
+        let events = self.events.clone();
+        move |ended| {
+            let Some(call) = call.upgrade() else {
+                return;
+            };
+            if ended.greeting {
+                return;
+            }
+            if let Some(owner) = call.owner() {
+                owner.send_event(&Event::Played {
+                    call: call.id.as_str(),
+                    name: &ended.name,
+                });
+            }
+            events.publish(|| CallEvent {
+                name: Some(ended.name.to_string()),
+                ..CallEvent::new("PLAYED", &call)
+            });
+            if ended.completed && call.script().hangup_after_play {
+                let _ = call.control.try_send(Control::Hangup);
+            }
+        }
+    }
+
+    /// Starts recording a call that has just connected: after `CALL_ANS`
+    /// went out, so that a recording error never reaches the owner first.
+    fn start_recording(&self, call: &Arc<Call>) -> Option<RecordTap> {
         let recorder = self.recorder.as_ref()?;
+        let codec = call.media.get()?.codec;
+        if call.script().no_record {
+            return None;
+        }
         let answered = Utc::from_system(std::time::SystemTime::now());
         let id = RecordingId::new(&answered, call.id.as_str()).ok()?;
         let sidecar = Sidecar {
@@ -271,7 +396,7 @@ impl Switchboard {
             direction: call.direction.as_str().to_string(),
             from: call.from.clone(),
             to: call.to.clone(),
-            codec: remote.codec.name().to_string(),
+            codec: codec.name().to_string(),
             started_at: Utc::from_system(call.created).rfc3339(),
             answered_at: Some(answered.rfc3339()),
             ended_at: None,
@@ -283,11 +408,22 @@ impl Switchboard {
             recording_error: None,
             repaired: false,
         };
-        let owner = owner.clone();
+        let weak = Arc::downgrade(call);
+        let events = self.events.clone();
         let key = recorder.open(
             sidecar,
             Box::new(move |message| {
-                owner.send_event(&Event::Error(&ProtocolError::new(500, message)));
+                let Some(call) = weak.upgrade() else {
+                    return;
+                };
+                if let Some(owner) = call.owner() {
+                    owner.send_event(&Event::Error(&ProtocolError::new(500, message)));
+                }
+                events.publish(|| CallEvent {
+                    status: Some(500),
+                    reason: Some(message.to_string()),
+                    ..CallEvent::new("ERROR", &call)
+                });
             }),
         );
         Some(RecordTap::new(key))
@@ -296,6 +432,13 @@ impl Switchboard {
     /// The call is over: stop its media and recording, forget it.
     pub fn finish(&self, call: &Call, cause: &EndCause) {
         call.set_phase(crate::call::state::Phase::Ended);
+        let rtp = call
+            .media
+            .get()
+            .map(|m| m.stats.totals())
+            .unwrap_or_default();
+        self.metrics
+            .call_ended(call.direction.as_str(), call.sip_status(), rtp);
         if let Some(media) = call.media.get() {
             media.stop();
             self.finish_recording(media, cause);
@@ -325,6 +468,42 @@ impl Switchboard {
         }
     }
 
+    /// What `/metrics` reports as the state of things now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut now = Snapshot::default();
+        for call in self.calls.iter() {
+            if call.is_ended() {
+                continue;
+            }
+            match call.direction {
+                Direction::Inbound => now.calls_inbound += 1,
+                Direction::Outbound => now.calls_outbound += 1,
+            }
+            if let Some(media) = call.media.get() {
+                now.rtp += media.stats.totals();
+            }
+        }
+        for client in self.clients.iter() {
+            now.clients += 1;
+            now.frames_dropped += client.frames_dropped();
+        }
+        {
+            let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+            now.port_pairs_free = ports.free_pairs() as u64;
+            now.port_pairs = ports.total_pairs() as u64;
+        }
+        now.event_watchers = self.events.watchers() as u64;
+        now.recording = self.recorder.as_ref().map(|r| {
+            let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            RecordingSnapshot {
+                recordings: get(&r.stats.recordings),
+                errors: get(&r.stats.errors),
+                frames_dropped: get(&r.stats.frames_dropped),
+            }
+        });
+        now
+    }
+
     /// Closes every client connection (they send a close frame).
     pub fn close_clients(&self) {
         for c in self.clients() {
@@ -335,9 +514,15 @@ impl Switchboard {
 
 /// Places outbound calls; implemented by the SIP shell.
 pub trait Dialer: Send + Sync {
-    /// Starts a call to `target` owned by `owner`: registers it, tells the
-    /// owner `CALLING`, and sends the INVITE in the background.
-    fn dial(&self, owner: Arc<ClientHandle>, target: &str) -> Result<Arc<Call>, DialError>;
+    /// Starts a call to `target` owned by `owner`, following `script` once
+    /// connected: registers it, tells the owner `CALLING`, and sends the
+    /// INVITE in the background.
+    fn dial(
+        &self,
+        owner: Arc<ClientHandle>,
+        target: &str,
+        script: Script,
+    ) -> Result<Arc<Call>, DialError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -352,7 +537,7 @@ pub enum DialError {
 
 impl Switchboard {
     fn finish_recording(&self, media: &MediaSession, cause: &EndCause) {
-        let (Some(recorder), Some(tap)) = (&self.recorder, &media.recording) else {
+        let (Some(recorder), Some(tap)) = (&self.recorder, media.recording.get()) else {
             return;
         };
         let (key, frames) = {

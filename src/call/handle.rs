@@ -2,7 +2,7 @@
 //! (in `sip/`) owns its state machine; everyone else talks to it through
 //! `control` and reads the published phase.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::state::{Direction, Phase};
 use super::CallId;
 use crate::client::{ClientHandle, ClientId};
+use crate::media::prompt::Prompt;
 use crate::media::session::MediaSession;
 use crate::wire::ProtocolError;
 
@@ -36,6 +37,19 @@ pub enum Control {
 /// with commands gets `ERROR:503` instead of growing this.
 pub const CONTROL_QUEUE: usize = 16;
 
+/// What siprelay does on its own in a call that has no client to drive it
+/// (placed or answered over REST).
+#[derive(Debug, Clone, Default)]
+pub struct Script {
+    /// Played as soon as the call connects.
+    pub play: Option<Prompt>,
+    /// Hang up once a played file (this one, or a later `PLAY`) has played
+    /// to its end.
+    pub hangup_after_play: bool,
+    /// Not recorded, although recording is on.
+    pub no_record: bool,
+}
+
 #[derive(Debug)]
 pub struct Call {
     pub id: CallId,
@@ -50,6 +64,11 @@ pub struct Call {
     /// Inbound: the clients the offer went to, who hear it withdrawn.
     offered_to: Mutex<Vec<Arc<ClientHandle>>>,
     phase: AtomicU8,
+    /// The INVITE's final status, 0 until there is one.
+    sip_status: AtomicU16,
+    /// When the call connected.
+    pub answered: OnceLock<SystemTime>,
+    script: Mutex<Script>,
     pub media: OnceLock<Arc<MediaSession>>,
 }
 
@@ -76,6 +95,9 @@ impl Call {
             owner: Mutex::new(owner),
             offered_to: Mutex::new(Vec::new()),
             phase: AtomicU8::new(phase as u8),
+            sip_status: AtomicU16::new(0),
+            answered: OnceLock::new(),
+            script: Mutex::new(Script::default()),
             media: OnceLock::new(),
         });
         (call, rx)
@@ -87,6 +109,35 @@ impl Call {
 
     pub fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    pub fn sip_status(&self) -> Option<u16> {
+        Some(self.sip_status.load(Ordering::Acquire)).filter(|s| *s != 0)
+    }
+
+    pub fn set_sip_status(&self, status: Option<u16>) {
+        if let Some(status) = status {
+            self.sip_status.store(status, Ordering::Release);
+        }
+    }
+
+    pub fn script(&self) -> Script {
+        self.script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_script(&self, script: Script) {
+        *self.script.lock().unwrap_or_else(|e| e.into_inner()) = script;
+    }
+
+    /// Hang up when a played file ends (`POST /calls/{id}/play`).
+    pub fn set_hangup_after_play(&self) {
+        self.script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .hangup_after_play = true;
     }
 
     pub fn is_ended(&self) -> bool {

@@ -5,5 +5,5 @@ pub mod id;
 pub mod ports;
 pub mod state;
 
-pub use handle::{Call, Control};
+pub use handle::{Call, Control, Script};
 pub use id::CallId;

@@ -20,7 +20,8 @@ impl Direction {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Inbound: 180 sent, offered to clients, waiting for one to answer.
     Offered,
@@ -32,6 +33,19 @@ pub enum Phase {
     Cancelling,
     Connected,
     Ended,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Offered => "offered",
+            Phase::Dialing => "dialing",
+            Phase::Ringing => "ringing",
+            Phase::Cancelling => "cancelling",
+            Phase::Connected => "connected",
+            Phase::Ended => "ended",
+        }
+    }
 }
 
 /// Who ended the call, and how: kept for logs, events and recordings.
@@ -118,6 +132,8 @@ pub struct CallState {
     phase: Phase,
     ring_deadline: Option<Instant>,
     cause: Option<EndCause>,
+    /// The INVITE's final response, once there is one (sent or received).
+    sip_status: Option<u16>,
 }
 
 impl CallState {
@@ -129,6 +145,7 @@ impl CallState {
             phase: Phase::Offered,
             ring_deadline: Some(now + ring_timeout),
             cause: None,
+            sip_status: None,
         }
     }
 
@@ -138,6 +155,7 @@ impl CallState {
             phase: Phase::Dialing,
             ring_deadline: None,
             cause: None,
+            sip_status: None,
         }
     }
 
@@ -153,6 +171,12 @@ impl CallState {
         self.cause.as_ref()
     }
 
+    /// The final response to the INVITE: the one we sent (inbound) or got
+    /// (outbound), 487 for a cancelled offer; None while there is none.
+    pub fn sip_status(&self) -> Option<u16> {
+        self.sip_status
+    }
+
     /// When [`CallState::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.ring_deadline.filter(|_| self.phase == Phase::Offered)
@@ -160,18 +184,40 @@ impl CallState {
 
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
         match self.poll_timeout() {
-            Some(deadline) if now >= deadline => self.end(
-                EndCause::Timeout,
-                [
-                    Action::SendReject(480),
-                    Action::Notify(Notice::OfferWithdrawn),
-                ],
-            ),
+            Some(deadline) if now >= deadline => {
+                self.sip_status = Some(480);
+                self.end(
+                    EndCause::Timeout,
+                    [
+                        Action::SendReject(480),
+                        Action::Notify(Notice::OfferWithdrawn),
+                    ],
+                )
+            }
             _ => Vec::new(),
         }
     }
 
     pub fn handle_input(&mut self, input: Input) -> Result<Vec<Action>, WrongState> {
+        let received = match &input {
+            Input::Accepted => Some(200),
+            Input::Failed { status, .. } => Some(*status),
+            Input::RemoteCancel => Some(487),
+            _ => None,
+        };
+        let actions = self.transition(input)?;
+        if self.sip_status.is_none() && !actions.is_empty() {
+            let sent = actions.iter().find_map(|a| match a {
+                Action::SendOk => Some(200),
+                Action::SendReject(status) => Some(*status),
+                _ => None,
+            });
+            self.sip_status = sent.or(received);
+        }
+        Ok(actions)
+    }
+
+    fn transition(&mut self, input: Input) -> Result<Vec<Action>, WrongState> {
         use Phase::*;
         let wrong = |what| {
             Err(WrongState {
@@ -458,6 +504,58 @@ mod tests {
                 Action::Finish(EndCause::Local)
             ]
         );
+    }
+
+    #[test]
+    fn the_final_sip_status_is_the_first_final_response() {
+        let (mut c, _) = offered();
+        assert_eq!(c.sip_status(), None);
+        c.handle_input(Input::Answer).unwrap();
+        c.handle_input(Input::RemoteBye).unwrap();
+        assert_eq!(c.sip_status(), Some(200));
+
+        let (mut c, _) = offered();
+        c.handle_input(Input::Reject(603)).unwrap();
+        assert_eq!(c.sip_status(), Some(603));
+
+        let (mut c, _) = offered();
+        c.handle_input(Input::RemoteCancel).unwrap();
+        assert_eq!(c.sip_status(), Some(487));
+
+        let (mut c, now) = offered();
+        c.handle_timeout(now + Duration::from_secs(30));
+        assert_eq!(c.sip_status(), Some(480));
+
+        let mut c = CallState::outbound();
+        c.handle_input(Input::Provisional(180)).unwrap();
+        assert_eq!(c.sip_status(), None);
+        c.handle_input(Input::Failed {
+            status: 486,
+            reason: "Busy Here".into(),
+        })
+        .unwrap();
+        assert_eq!(c.sip_status(), Some(486));
+
+        // Our CANCEL, then the INVITE's 487: the call's status is 487.
+        let mut c = CallState::outbound();
+        c.handle_input(Input::Hangup).unwrap();
+        assert_eq!(c.sip_status(), None);
+        c.handle_input(Input::Failed {
+            status: 487,
+            reason: "Request Terminated".into(),
+        })
+        .unwrap();
+        assert_eq!(c.sip_status(), Some(487));
+
+        // A retransmitted 200 on a connected call changes nothing.
+        let mut c = CallState::outbound();
+        c.handle_input(Input::Accepted).unwrap();
+        c.handle_input(Input::Failed {
+            status: 500,
+            reason: "late".into(),
+        })
+        .unwrap();
+        assert_eq!(c.sip_status(), Some(200));
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //! frames, and replies go out through the client's queues.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use crate::call::state::{Direction, Phase};
-use crate::call::{Call, CallId, Control};
+use crate::call::{Call, CallId, Control, Script};
 use crate::client::ClientHandle;
 use crate::media::session::MediaSession;
 
@@ -23,8 +23,10 @@ pub struct Connection {
     board: Arc<Switchboard>,
     dialer: Arc<dyn Dialer>,
     client: Arc<ClientHandle>,
-    /// Calls this client owns, so audio finds its call without a global lookup.
-    owned: HashMap<CallId, Arc<Call>>,
+    /// Calls this client owns, so audio finds its call without a global
+    /// lookup. Weak: an ended call (its media session, its RTP port pair)
+    /// must not live on for as long as the connection does.
+    owned: HashMap<CallId, Weak<Call>>,
     /// Decoded audio, reused for every `RTP` message.
     pcm: Vec<u8>,
 }
@@ -138,20 +140,22 @@ impl Connection {
     async fn play(&mut self, id: &str, name: &str) -> Result<(), ProtocolError> {
         let call = self.owned_call(id)?;
         connected(&call)?;
-        let prompts = self.board.prompts.clone();
-        let owned_name = name.to_string();
-        let prompt = tokio::task::spawn_blocking(move || prompts.load(&owned_name))
+        let prompt = self
+            .board
+            .load_prompt(name)
             .await
-            .map_err(|_| ProtocolError::new(500, "prompt loader failed"))?
-            .map_err(|e| ProtocolError::new(e.status(), e.to_string()))?;
+            .map_err(|(status, message)| ProtocolError::new(status, message))?;
         connected(&call)?.play(prompt, false);
         Ok(())
     }
 
     fn dial(&mut self, target: &str) -> Result<(), ProtocolError> {
-        match self.dialer.dial(self.client.clone(), target) {
+        match self
+            .dialer
+            .dial(self.client.clone(), target, Script::default())
+        {
             Ok(call) => {
-                self.owned.insert(call.id.clone(), call);
+                self.own(&call);
                 Ok(())
             }
             Err(DialError::Refused(e)) => Err(e),
@@ -180,7 +184,7 @@ impl Connection {
         // keeps a wedged call from wedging this connection too.
         match tokio::time::timeout(Duration::from_secs(5), answered).await {
             Ok(Ok(Ok(()))) => {
-                self.owned.insert(call.id.clone(), call);
+                self.own(&call);
                 Ok(())
             }
             Ok(Ok(Err(e))) => Err(e),
@@ -217,9 +221,14 @@ impl Connection {
         Ok(call)
     }
 
+    fn own(&mut self, call: &Arc<Call>) {
+        self.owned.retain(|_, c| c.strong_count() > 0);
+        self.owned.insert(call.id.clone(), Arc::downgrade(call));
+    }
+
     fn owned_call(&mut self, id: &str) -> Result<Arc<Call>, ProtocolError> {
-        match self.owned.get(id) {
-            Some(call) if !call.is_ended() => Ok(call.clone()),
+        match self.owned.get(id).map(Weak::upgrade) {
+            Some(Some(call)) if !call.is_ended() => Ok(call),
             Some(_) => {
                 self.owned.remove(id);
                 Err(unknown(id))
@@ -234,10 +243,11 @@ impl Connection {
 
     /// The connection's one live call, for the forms without a call id.
     fn only_call(&mut self) -> Result<Arc<Call>, ProtocolError> {
-        self.owned.retain(|_, c| !c.is_ended());
-        let mut live = self.owned.values();
+        self.owned
+            .retain(|_, c| c.upgrade().is_some_and(|c| !c.is_ended()));
+        let mut live = self.owned.values().filter_map(Weak::upgrade);
         match (live.next(), live.next()) {
-            (Some(call), None) => Ok(call.clone()),
+            (Some(call), None) => Ok(call),
             (None, _) => Err(ProtocolError::new(404, "this connection has no call")),
             (Some(_), Some(_)) => Err(ProtocolError::bad_request(
                 "this connection has several calls: name one",

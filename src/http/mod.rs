@@ -1,14 +1,21 @@
-//! The HTTP server (axum): `/ws` for WebSocket clients, `/recordings` and
-//! the review page, `/healthz`.
+//! The HTTP server (axum): `/ws` for WebSocket clients, the REST API
+//! (`/calls`, `/events`, `/recordings`), the review page, `/metrics`,
+//! `/healthz`, `/readyz` and `/openapi.json`.
 
 mod auth;
+pub mod calls;
 pub mod connection;
+pub mod error;
+pub mod events;
+pub mod observe;
+pub mod openapi;
 pub mod recordings;
 pub mod ws;
 
 use std::sync::Arc;
 
-use axum::routing::{delete, get};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::switchboard::{Dialer, Switchboard};
@@ -34,11 +41,24 @@ pub fn tune_socket(stream: &mut tokio::net::TcpStream) {
     let _ = socket2::SockRef::from(&*stream).set_tcp_notsent_lowat(UNSENT_LIMIT);
 }
 
+/// Largest REST request body: a few hundred bytes of JSON are plenty.
+const MAX_BODY: usize = 64 * 1024;
+
 pub fn router(state: AppState) -> Router {
     let token = state.board.config.api_token.clone();
     Router::new()
         .route("/ws", get(ws::upgrade))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/calls", post(calls::place).get(calls::list))
+        .route("/calls/{id}", get(calls::get_one).delete(calls::delete))
+        .route("/calls/{id}/answer", post(calls::answer))
+        .route("/calls/{id}/reject", post(calls::reject))
+        .route("/calls/{id}/hangup", post(calls::hangup))
+        .route("/calls/{id}/play", post(calls::play))
+        .route("/events", get(events::stream))
+        .route("/metrics", get(observe::metrics))
+        .route("/healthz", get(observe::healthz))
+        .route("/readyz", get(observe::readyz))
+        .route("/openapi.json", get(openapi::document))
         .route("/", get(recordings::review_page))
         .route("/recordings/ui", get(recordings::review_page))
         .route("/recordings", get(recordings::list))
@@ -46,6 +66,7 @@ pub fn router(state: AppState) -> Router {
             "/recordings/{id}",
             get(recordings::get).merge(delete(recordings::delete)),
         )
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             token,
             auth::require_token,

@@ -21,9 +21,11 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::record::clock_time::compact_from_text;
+use crate::clock_time::compact_from_text;
 use crate::record::store::{ListFilter, Listed};
 use crate::record::{RecordingId, Sidecar, Store};
 
@@ -35,59 +37,35 @@ pub async fn review_page() -> Html<&'static str> {
     Html(REVIEW_PAGE)
 }
 
-/// An HTTP error with a JSON body.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-
-    fn io(e: std::io::Error) -> Self {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Self::not_found("no such recording")
-        } else {
-            tracing::warn!(error = %e, "recordings request failed");
-            Self::new(StatusCode::INTERNAL_SERVER_ERROR, "io", e.to_string())
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
-    }
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct ListParams {
+    /// Calls that started at or after this: `2026-11-23` or `2026-11-23T10:15:00Z`.
     from: Option<String>,
+    /// Calls that started at or before this (a date includes the whole day).
     to: Option<String>,
+    /// Part of the caller's or callee's number.
     number: Option<String>,
+    /// At most this many (1 to 1000; 100 if absent).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
+/// The shape of a recording id: `YYYYMMDDTHHMMSSZ_` and the call id.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RecordingPath {
+    /// A recording id, as listed.
+    #[param(
+        pattern = "^[0-9]{8}T[0-9]{6}Z_[0-9a-f]{16}$",
+        example = "20261123T101500Z_5f3a9c0d12e40001"
+    )]
+    #[allow(dead_code)]
+    id: String,
+}
+
 /// A recording as listed: its sidecar plus the WAV's size now.
-#[derive(Debug, Serialize)]
-struct Entry {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Entry {
     #[serde(flatten)]
     sidecar: Sidecar,
     wav_bytes: u64,
@@ -111,10 +89,18 @@ fn store(state: &AppState) -> Result<Store, ApiError> {
         .ok_or_else(|| ApiError::not_found("recording is off (--no-record)"))
 }
 
+/// Recordings, newest first, with their sidecars.
+#[utoipa::path(get, path = "/recordings", tag = "recordings",
+    params(ListParams),
+    responses(
+        (status = 200, body = [Entry]),
+        (status = 400, description = "Bad filter", body = ErrorBody),
+        (status = 404, description = "Recording is off", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+) -> Result<Json<Vec<Entry>>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let store = store(&state)?;
     let time = |key: &str, v: &Option<String>| -> Result<Option<String>, ApiError> {
@@ -153,39 +139,85 @@ pub async fn list(
     };
     let listed = tokio::task::spawn_blocking(move || store.list(&filter))
         .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", "listing failed"))?
-        .map_err(ApiError::io)?;
-    Ok(Json(
-        listed
-            .into_iter()
-            .map(|l| serde_json::to_value(Entry::from(l)).unwrap_or_default())
-            .collect(),
-    ))
+        .map_err(|_| ApiError::internal("io", "listing failed"))?
+        .map_err(io_error)?;
+    Ok(Json(listed.into_iter().map(Entry::from).collect()))
+}
+
+fn io_error(e: std::io::Error) -> ApiError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        ApiError::not_found("no such recording")
+    } else {
+        tracing::warn!(error = %e, "recordings request failed");
+        ApiError::internal("io", e.to_string())
+    }
 }
 
 fn parse_id(text: &str) -> Result<RecordingId, ApiError> {
     RecordingId::parse(text).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-/// `GET /recordings/{id}` or `/recordings/{id}.wav`.
+/// `GET /recordings/{id}` or `/recordings/{id}.wav`: one route, as the
+/// router sees `{id}.wav` as one path segment.
 pub async fn get(
-    State(state): State<AppState>,
+    state: State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let store = store(&state)?;
-    if let Some(id) = name.strip_suffix(".wav") {
-        let id = parse_id(id)?;
-        return serve_wav(store.wav_path(&id), &headers).await;
+    match name.strip_suffix(".wav") {
+        Some(id) => wav(state, id, &headers).await,
+        None => sidecar(state, &name).await,
     }
-    let id = parse_id(&name)?;
+}
+
+/// The audio: stereo 16-bit 8 kHz WAV, far end left. One `Range` is honoured.
+#[utoipa::path(get, path = "/recordings/{id}.wav", tag = "recordings",
+    params(RecordingPath,
+        ("range" = Option<String>, Header, description = "`bytes=START-END`, `bytes=START-` or `bytes=-SUFFIX`")),
+    responses(
+        (status = 200, description = "The whole file", content_type = "audio/wav", body = Vec<u8>),
+        (status = 206, description = "The range asked for", content_type = "audio/wav", body = Vec<u8>),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 404, description = "No such recording, or recording is off", body = ErrorBody),
+        (status = 416, description = "The range lies beyond the file"),
+    ))]
+async fn wav(
+    State(state): State<AppState>,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let store = store(&state)?;
+    let id = parse_id(id)?;
+    serve_wav(store.wav_path(&id), headers).await
+}
+
+/// The sidecar: who called whom, when, how it ended.
+#[utoipa::path(get, path = "/recordings/{id}", tag = "recordings",
+    params(RecordingPath),
+    responses(
+        (status = 200, body = Entry),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 404, description = "No such recording, or recording is off", body = ErrorBody),
+    ))]
+async fn sidecar(State(state): State<AppState>, name: &str) -> Result<Response, ApiError> {
+    let store = store(&state)?;
+    let id = parse_id(name)?;
     let listed = tokio::task::spawn_blocking(move || store.get(&id))
         .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", "read failed"))?
-        .map_err(ApiError::io)?;
+        .map_err(|_| ApiError::internal("io", "read failed"))?
+        .map_err(io_error)?;
     Ok(Json(Entry::from(listed)).into_response())
 }
 
+/// Deletes a recording and its sidecar.
+#[utoipa::path(delete, path = "/recordings/{id}", tag = "recordings",
+    params(RecordingPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 404, description = "No such recording, or recording is off", body = ErrorBody),
+        (status = 409, description = "The call is still being recorded", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -195,7 +227,7 @@ pub async fn delete(
     let sidecar_path = store.sidecar_path(&id);
     let sidecar = tokio::task::spawn_blocking(move || Sidecar::read(&sidecar_path))
         .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", "read failed"))?;
+        .map_err(|_| ApiError::internal("io", "read failed"))?;
     if let Ok(s) = &sidecar {
         if s.ended_at.is_none() && state.board.call(&s.call_id).is_some() {
             return Err(ApiError::new(
@@ -207,8 +239,8 @@ pub async fn delete(
     }
     tokio::task::spawn_blocking(move || store.delete(&id))
         .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", "delete failed"))?
-        .map_err(ApiError::io)?;
+        .map_err(|_| ApiError::internal("io", "delete failed"))?
+        .map_err(io_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -246,8 +278,8 @@ pub fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
 }
 
 async fn serve_wav(path: PathBuf, headers: &HeaderMap) -> Result<Response, ApiError> {
-    let mut file = tokio::fs::File::open(&path).await.map_err(ApiError::io)?;
-    let len = file.metadata().await.map_err(ApiError::io)?.len();
+    let mut file = tokio::fs::File::open(&path).await.map_err(io_error)?;
+    let len = file.metadata().await.map_err(io_error)?.len();
     let range = parse_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         len,
@@ -263,9 +295,7 @@ async fn serve_wav(path: PathBuf, headers: &HeaderMap) -> Result<Response, ApiEr
                 .into_response())
         }
     };
-    file.seek(SeekFrom::Start(start))
-        .await
-        .map_err(ApiError::io)?;
+    file.seek(SeekFrom::Start(start)).await.map_err(io_error)?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(count)));
     let mut response = Response::builder()
         .status(status)
@@ -280,7 +310,7 @@ async fn serve_wav(path: PathBuf, headers: &HeaderMap) -> Result<Response, ApiEr
     }
     response
         .body(body)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", e.to_string()))
+        .map_err(|e| ApiError::internal("io", e.to_string()))
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ impl Stream {
         if let Some(ended) = prompt_ended {
             s.prompt_ended(ended);
         }
-        if let Some(tap) = &s.recording {
+        if let Some(tap) = s.recording.get() {
             recorded.push(tap.lock().unwrap_or_else(|e| e.into_inner()).tick(pcm));
         }
         let (header, payload) = packet.split_at_mut(HEADER_LEN);

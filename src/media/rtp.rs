@@ -113,6 +113,95 @@ impl SeqExtender {
     }
 }
 
+/// Packets whose audio is more than this far behind the newest audio
+/// received arrive too late for the recording's 40 ms jitter buffer.
+pub const LATE_AFTER_SAMPLES: u32 = 320;
+
+/// How one packet arrived, relative to those before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    InOrder,
+    /// After a packet with a higher sequence number.
+    OutOfOrder,
+    /// Out of order and more than [`LATE_AFTER_SAMPLES`] behind.
+    Late,
+    /// A sequence number already received.
+    Duplicate,
+}
+
+/// The reception counts of RFC 3550's receiver reports, for one source:
+/// packets expected (from the sequence numbers), received, duplicated,
+/// reordered and late. Fed by the receive task, one call per packet.
+#[derive(Debug, Default, Clone)]
+pub struct ReceptionStats {
+    seq: SeqExtender,
+    first: Option<ExtSeq>,
+    /// The timestamp of the highest sequence number.
+    newest_timestamp: u32,
+    /// Bit i: the packet i below the highest was received.
+    window: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub late: u64,
+}
+
+impl ReceptionStats {
+    pub fn on_packet(&mut self, sequence: u16, timestamp: u32) -> Arrival {
+        let previous = self.seq.highest();
+        let ext = self.seq.extend(sequence);
+        let Some(highest) = previous else {
+            self.first = Some(ext);
+            return self.accept(timestamp, 1, Arrival::InOrder);
+        };
+        if ext > highest {
+            let ahead = ext.0 - highest.0;
+            self.window = if ahead < 64 { self.window << ahead } else { 0 };
+            return self.accept(timestamp, 1, Arrival::InOrder);
+        }
+        let behind = highest.0 - ext.0;
+        if behind < 64 {
+            if self.window & (1 << behind) != 0 {
+                self.duplicates += 1;
+                return Arrival::Duplicate;
+            }
+            self.window |= 1 << behind;
+        }
+        if self.first.is_some_and(|f| ext < f) {
+            self.first = Some(ext);
+        }
+        self.received += 1;
+        self.out_of_order += 1;
+        let lag = self.newest_timestamp.wrapping_sub(timestamp) as i32;
+        if lag > LATE_AFTER_SAMPLES as i32 {
+            self.late += 1;
+            Arrival::Late
+        } else {
+            Arrival::OutOfOrder
+        }
+    }
+
+    fn accept(&mut self, timestamp: u32, bit: u64, arrival: Arrival) -> Arrival {
+        self.window |= bit;
+        self.newest_timestamp = timestamp;
+        self.received += 1;
+        arrival
+    }
+
+    /// Packets the sequence numbers say were sent, first to highest.
+    pub fn expected(&self) -> u64 {
+        match (self.first, self.seq.highest()) {
+            (Some(first), Some(highest)) => highest.0 - first.0 + 1,
+            _ => 0,
+        }
+    }
+
+    /// Expected but never received (RFC 3550's cumulative loss, never negative).
+    pub fn lost(&self) -> u64 {
+        self.expected().saturating_sub(self.received)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +248,29 @@ mod tests {
         buf[0] |= 0x20;
         *buf.last_mut().unwrap() = 200; // padding longer than the packet
         assert_eq!(RtpPacket::parse(&buf), Err(RtpError::Truncated));
+    }
+
+    #[test]
+    fn reception_counts_loss_reordering_lateness_and_duplicates() {
+        let mut r = ReceptionStats::default();
+        // 160 samples a packet, starting just below the wrap.
+        let ts = |seq: u16| u32::from(seq.wrapping_sub(65530)) * 160;
+        for seq in [65530u16, 65531, 65533, 65534, 0, 1] {
+            assert_eq!(r.on_packet(seq, ts(seq)), Arrival::InOrder);
+        }
+        // 65532 and 65535 missing so far.
+        assert_eq!((r.expected(), r.lost()), (8, 2));
+        // 65535 comes two packets (320 samples) late: reordered, not late.
+        assert_eq!(r.on_packet(65535, ts(65535)), Arrival::OutOfOrder);
+        // 65532 comes four packets behind: late.
+        assert_eq!(r.on_packet(65532, ts(65532)), Arrival::Late);
+        assert_eq!(r.on_packet(65532, ts(65532)), Arrival::Duplicate);
+        assert_eq!(r.on_packet(1, ts(1)), Arrival::Duplicate);
+        assert_eq!((r.expected(), r.received, r.lost()), (8, 8, 0));
+        assert_eq!((r.out_of_order, r.late, r.duplicates), (2, 1, 2));
+        // A jump past the window forgets it without miscounting.
+        assert_eq!(r.on_packet(200, ts(200)), Arrival::InOrder);
+        assert_eq!(r.lost(), 198);
     }
 
     #[test]

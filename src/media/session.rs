@@ -17,13 +17,13 @@ use std::sync::OnceLock;
 
 use super::playout::{QueueFull, FRAME_SAMPLES};
 use super::prompt::{OutboundAudio, Prompt, PromptEnded};
-use super::rtp::RtpPacket;
+use super::rtp::{Arrival, ReceptionStats, RtpPacket};
 use super::sdp::Codec;
 use super::tap::RecordTap;
 use crate::call::ports::PortLease;
 use crate::call::CallId;
 use crate::client::ClientHandle;
-use crate::wire::{audio, Event};
+use crate::wire::audio;
 
 /// Most audio a client may queue ahead of playout: 60 s.
 pub const PLAYOUT_CAPACITY: usize = 60 * 8000;
@@ -37,14 +37,42 @@ pub struct Outbound {
     pub peer: SocketAddr,
 }
 
+/// A call's RTP counts, written by its receive task and the media clock,
+/// read by `GET /calls` and `/metrics`.
 #[derive(Debug, Default)]
 pub struct MediaStats {
+    /// Packets of the call's codec received from the far end (duplicates not counted).
     pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    /// What the far end's sequence numbers say it sent.
+    pub packets_expected: AtomicU64,
+    pub packets_out_of_order: AtomicU64,
+    pub packets_late: AtomicU64,
+    pub packets_duplicated: AtomicU64,
     pub packets_out: AtomicU64,
     /// Packets from a source other than the latched one, of another payload
     /// type, or not RTP at all.
     pub packets_ignored: AtomicU64,
     pub send_errors: AtomicU64,
+}
+
+impl MediaStats {
+    pub fn totals(&self) -> crate::metrics::RtpTotals {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let packets_out = get(&self.packets_out);
+        crate::metrics::RtpTotals {
+            packets_in: get(&self.packets_in),
+            bytes_in: get(&self.bytes_in),
+            packets_out,
+            // Every packet sent is one 20 ms G.711 frame.
+            bytes_out: packets_out * (super::rtp::HEADER_LEN + FRAME_SAMPLES) as u64,
+            lost: get(&self.packets_expected).saturating_sub(get(&self.packets_in)),
+            late: get(&self.packets_late),
+            out_of_order: get(&self.packets_out_of_order),
+            duplicated: get(&self.packets_duplicated),
+            send_errors: get(&self.send_errors),
+        }
+    }
 }
 
 /// A bound RTP socket and the port pair it holds. Dropping it closes the
@@ -62,10 +90,10 @@ pub struct MediaSession {
     pub codec: Codec,
     pub outbound: Mutex<Outbound>,
     pub stats: MediaStats,
-    /// Both directions for the recording, when the call is recorded.
-    pub recording: Option<Mutex<RecordTap>>,
-    /// Who hears `PLAYED`: the client the far end's audio goes to.
-    owner: OnceLock<Arc<ClientHandle>>,
+    /// Both directions for the recording, once it starts (when the call is recorded).
+    pub recording: OnceLock<Mutex<RecordTap>>,
+    /// Told when a prompt ends (`PLAYED`, hang-up after play).
+    prompt_listener: OnceLock<PromptListener>,
     /// Set when the call ends: the clock drops the session at its next tick.
     stopped: AtomicBool,
     /// The receive task, aborted when the call ends. (A flag checked per
@@ -74,13 +102,7 @@ pub struct MediaSession {
 }
 
 impl MediaSession {
-    pub fn new(
-        call: CallId,
-        rtp: RtpBinding,
-        codec: Codec,
-        peer: SocketAddr,
-        recording: Option<RecordTap>,
-    ) -> Arc<Self> {
+    pub fn new(call: CallId, rtp: RtpBinding, codec: Codec, peer: SocketAddr) -> Arc<Self> {
         Arc::new(MediaSession {
             call,
             rtp,
@@ -90,8 +112,8 @@ impl MediaSession {
                 peer,
             }),
             stats: MediaStats::default(),
-            recording: recording.map(Mutex::new),
-            owner: OnceLock::new(),
+            recording: OnceLock::new(),
+            prompt_listener: OnceLock::new(),
             stopped: AtomicBool::new(false),
             receiver: Mutex::new(None),
         })
@@ -123,23 +145,26 @@ impl MediaSession {
         }
     }
 
-    /// Reports a `PLAY`ed prompt's end to the owner (the greeting's is not).
+    /// Records both directions from the next tick on.
+    pub fn start_recording(&self, tap: RecordTap) {
+        let _ = self.recording.set(Mutex::new(tap));
+    }
+
+    /// Whom to tell when a prompt ends; set once, when media starts.
+    pub fn on_prompt_end(&self, listener: impl Fn(&PromptEnded) + Send + Sync + 'static) {
+        let _ = self.prompt_listener.set(PromptListener(Box::new(listener)));
+    }
+
     pub fn prompt_ended(&self, ended: PromptEnded) {
         tracing::debug!(call = %self.call, prompt = %ended.name, completed = ended.completed, "prompt ended");
-        if ended.greeting {
-            return;
-        }
-        if let Some(owner) = self.owner.get() {
-            owner.send_event(&Event::Played {
-                call: self.call.as_str(),
-                name: &ended.name,
-            });
+        if let Some(listener) = self.prompt_listener.get() {
+            (listener.0)(&ended);
         }
     }
 
     /// Records the far end's audio (decoded) at its RTP timestamp.
     fn record_far(&self, timestamp: u32, pcm: &[i16]) {
-        if let Some(tap) = &self.recording {
+        if let Some(tap) = self.recording.get() {
             tap.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .far
@@ -169,17 +194,28 @@ impl MediaSession {
         self.stopped.load(Ordering::Acquire)
     }
 
-    /// Starts the receive task forwarding the far end's audio to `owner`.
+    /// Starts the receive task, forwarding the far end's audio to `owner`
+    /// unless it takes no audio (a call driven over REST).
     pub fn start_receiving(self: &Arc<Self>, owner: Arc<ClientHandle>) {
-        owner.audio_stream_started();
-        let _ = self.owner.set(owner.clone());
-        let task = tokio::spawn(receive(self.clone(), AudioStream(owner)));
+        let forward = owner.takes_audio().then(|| {
+            owner.audio_stream_started();
+            AudioStream(owner)
+        });
+        let task = tokio::spawn(receive(self.clone(), forward));
         let mut slot = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
         if self.is_stopped() {
             task.abort();
         } else {
             *slot = Some(task.abort_handle());
         }
+    }
+}
+
+struct PromptListener(Box<dyn Fn(&PromptEnded) + Send + Sync>);
+
+impl std::fmt::Debug for PromptListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PromptListener")
     }
 }
 
@@ -195,11 +231,14 @@ impl Drop for AudioStream {
 
 /// Receives the far end's RTP until the call stops (the task is aborted),
 /// forwarding each 20 ms of decoded audio to the owner.
-async fn receive(session: Arc<MediaSession>, owner: AudioStream) {
+async fn receive(session: Arc<MediaSession>, owner: Option<AudioStream>) {
     let mut datagram = [0u8; 2048];
     let mut decoded = [0i16; 2048];
-    let mut forward = Forwarder::new(session.call.clone(), owner.0.clone());
+    let mut forward = owner
+        .as_ref()
+        .map(|o| Forwarder::new(session.call.clone(), o.0.clone()));
     let mut latched: Option<SocketAddr> = None;
+    let mut reception = ReceptionStats::default();
     loop {
         let (len, from) = match session.rtp.socket.recv_from(&mut datagram).await {
             Ok(r) => r,
@@ -224,11 +263,33 @@ async fn receive(session: Arc<MediaSession>, owner: AudioStream) {
             stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
             continue;
         }
+        let arrival = reception.on_packet(packet.sequence, packet.timestamp);
+        stats
+            .packets_expected
+            .store(reception.expected(), Ordering::Relaxed);
+        match arrival {
+            Arrival::InOrder => {}
+            Arrival::OutOfOrder => {
+                stats.packets_out_of_order.fetch_add(1, Ordering::Relaxed);
+            }
+            Arrival::Late => {
+                stats.packets_out_of_order.fetch_add(1, Ordering::Relaxed);
+                stats.packets_late.fetch_add(1, Ordering::Relaxed);
+            }
+            // Its audio was heard already.
+            Arrival::Duplicate => {
+                stats.packets_duplicated.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        }
         stats.packets_in.fetch_add(1, Ordering::Relaxed);
+        stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         let pcm = &mut decoded[..packet.payload.len()];
         session.codec.law.decode(packet.payload, pcm);
         session.record_far(packet.timestamp, pcm);
-        forward.push(pcm);
+        if let Some(forward) = &mut forward {
+            forward.push(pcm);
+        }
     }
 }
 

@@ -7,7 +7,6 @@
 //! numbers frames, so whatever was dropped comes back as silence of the
 //! same length: a recording is never shortened.
 
-pub mod clock_time;
 pub mod sidecar;
 pub mod store;
 pub mod wavfile;

@@ -11,9 +11,9 @@ use std::time::SystemTime;
 
 use thiserror::Error;
 
-use super::clock_time::Utc;
 use super::sidecar::Sidecar;
 use super::wavfile::{self, BLOCK_ALIGN, HEADER_LEN, RATE};
+use crate::clock_time::Utc;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("invalid recording id: expected YYYYMMDDTHHMMSSZ_ and 16 hex digits")]

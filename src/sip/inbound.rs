@@ -30,17 +30,20 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
         Ok(remote) => remote,
         Err(e) => {
             tracing::info!(%from, %to, error = %e, "incoming call rejected: 488");
+            board.refused_invite(488);
             let _ = tx.reply(StatusCode::NotAcceptableHere).await;
             return;
         }
     };
     let Ok(rtp) = board.bind_rtp() else {
         tracing::warn!(%from, %to, "incoming call rejected: no RTP ports free (503)");
+        board.refused_invite(503);
         let _ = tx.reply(StatusCode::ServiceUnavailable).await;
         return;
     };
     if !board.takes_calls_to(&to) {
         tracing::info!(%from, %to, "incoming call rejected: no client takes it (480)");
+        board.refused_invite(480);
         let _ = tx.reply(StatusCode::TemporarilyUnavailable).await;
         return;
     }
@@ -55,6 +58,7 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
         Ok(d) => d,
         Err(e) => {
             tracing::info!(%from, error = %e, "cannot create dialog: 400");
+            board.refused_invite(400);
             let _ = tx.reply(StatusCode::BadRequest).await;
             return;
         }
@@ -76,6 +80,7 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
     if !board.offer(&call) {
         // The last client left between the check above and now.
         let _ = dialog.reject(Some(StatusCode::TemporarilyUnavailable), None);
+        call.set_sip_status(Some(480));
         board.finish(&call, &crate::call::state::EndCause::Remote);
         sip.dialogs.remove_dialog(&dialog.id());
         return;
@@ -159,6 +164,7 @@ impl InboundCall {
                 _ = sleep_until(deadline) => self.state.handle_timeout(Instant::now()),
             };
             self.call.set_phase(self.state.phase());
+            self.call.set_sip_status(self.state.sip_status());
             let _enter = span.enter();
             for action in actions {
                 if self.act(action).await {

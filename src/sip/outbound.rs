@@ -12,20 +12,28 @@ use tokio::sync::mpsc;
 use super::requests::{self, DialogNews};
 use super::SipEndpoint;
 use crate::call::state::{Action, CallState, Direction, Input};
-use crate::call::{Call, CallId, Control};
+use crate::call::{Call, CallId, Control, Script};
 use crate::client::ClientHandle;
 use crate::media::sdp;
 use crate::media::session::RtpBinding;
 use crate::switchboard::{DialError, Dialer};
-use crate::wire::{Event, ProtocolError};
+use crate::wire::ProtocolError;
 
 impl Dialer for SipEndpoint {
-    fn dial(&self, owner: Arc<ClientHandle>, target: &str) -> Result<Arc<Call>, DialError> {
+    fn dial(
+        &self,
+        owner: Arc<ClientHandle>,
+        target: &str,
+        script: Script,
+    ) -> Result<Arc<Call>, DialError> {
         let uri = self.target_uri(target).map_err(DialError::Refused)?;
         let board = &self.board;
         let id = CallId::generate();
         let Ok(rtp) = board.bind_rtp() else {
             tracing::warn!(call = %id, %target, "outgoing call failed: no RTP ports free");
+            board
+                .metrics
+                .call_ended(Direction::Outbound.as_str(), Some(503), Default::default());
             return Err(DialError::NoPorts(id));
         };
         let (call, control) = Call::new(
@@ -35,11 +43,9 @@ impl Dialer for SipEndpoint {
             target.to_string(),
             Some(owner.clone()),
         );
+        call.set_script(script);
         board.insert_call(call.clone());
-        owner.send_event(&Event::Calling {
-            number: target,
-            call: call.id.as_str(),
-        });
+        board.calling(&call);
         let port = rtp.lease.rtp_port();
         let our_sdp = sdp::offer(port as u64, board.advertised_ip(), port);
         let option = InviteOption {
@@ -57,6 +63,7 @@ impl Dialer for SipEndpoint {
             Ok(started) => started,
             Err(e) => {
                 tracing::warn!(call = %call.id, error = %e, "INVITE could not be sent");
+                call.set_sip_status(Some(500));
                 board.notify(
                     &call,
                     &crate::call::state::Notice::Failed {
@@ -181,6 +188,7 @@ impl OutboundCall {
                 },
             };
             self.call.set_phase(self.state.phase());
+            self.call.set_sip_status(self.state.sip_status());
             let _enter = span.enter();
             for action in actions {
                 match action {

@@ -33,13 +33,37 @@ pub async fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
+    request_with_body(addr, method, path, headers, b"").await
+}
+
+/// `POST path` with a JSON body, as `curl -d` sends it (form content type).
+pub async fn post(addr: SocketAddr, path: &str, body: &str) -> HttpResponse {
+    request_with_body(addr, "POST", path, &[], body.as_bytes()).await
+}
+
+/// Sends a request with a body; reads to connection close.
+pub async fn request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let mut stream = TcpStream::connect(addr).await.expect("HTTP connects");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         req.push_str(&format!("{name}: {value}\r\n"));
     }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await.unwrap();
+    // A server may answer (413) and close before reading all of a large body.
+    let _ = stream.write_all(body).await;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.unwrap();
     let split = raw
@@ -89,5 +113,78 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         }
         out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
         data = &data[eol + 2 + size + 2..];
+    }
+}
+
+/// A `GET /events` stream read as it arrives.
+pub struct EventStream {
+    stream: TcpStream,
+    buffered: String,
+}
+
+impl EventStream {
+    /// Opens the stream and waits for the response head (200): from then
+    /// on every event is captured.
+    pub async fn open(addr: SocketAddr, path: &str) -> EventStream {
+        let mut stream = TcpStream::connect(addr).await.expect("HTTP connects");
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut s = EventStream {
+            stream,
+            buffered: String::new(),
+        };
+        let head = s
+            .read_until("\r\n\r\n", std::time::Duration::from_secs(5))
+            .await;
+        let head = head.expect("a response head");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("text/event-stream"),
+            "{head}"
+        );
+        s
+    }
+
+    async fn read_until(&mut self, end: &str, wait: std::time::Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(at) = self.buffered.find(end) {
+                let taken: String = self.buffered.drain(..at + end.len()).collect();
+                return Some(taken);
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut buf))
+                .await
+                .ok()?
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buffered.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    /// The next event's JSON, skipping keep-alive comments; None after `wait`.
+    pub async fn next(&mut self, wait: std::time::Duration) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let chunk = self.read_until("\n\n", left).await?;
+            // The body is chunked: SSE lines sit between chunk-size lines.
+            if let Some(data) = chunk.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return Some(serde_json::from_str(data).expect("event data is JSON"));
+            }
+        }
+    }
+
+    /// The next event, which must be `name`.
+    pub async fn expect(&mut self, name: &str) -> serde_json::Value {
+        let e = self
+            .next(std::time::Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("no {name} event"));
+        assert_eq!(e["event"], name, "{e}");
+        e
     }
 }

@@ -1,4 +1,4 @@
-//! UTC calendar time for recording names and sidecars, without a date
+//! UTC calendar time for recording names, sidecars and event times, without a date
 //! crate: the civil-from-days conversion is a dozen lines (H. Hinnant's
 //! algorithm) and siprelay needs nothing else of calendars.
 
