@@ -9,7 +9,8 @@
 #   bash scripts/interop.sh NAME...     only those (names: interop.py list)
 #
 # Installs what it needs (sip-tester, sox, chromium, chromium-driver) with
-# apt-get and selenium with pip when missing, builds
+# apt-get and selenium with pip when missing, schemathesis into a
+# virtualenv of its own, builds
 # the release binary, runs each scenario with a time limit, then stops the
 # daemon with SIGTERM and expects a clean exit. Ends with
 # "interop: N passed, M failed" and a non-zero status on any failure. Run as
@@ -127,6 +128,17 @@ if ! python3 -c "import selenium" 2>/dev/null; then
     timeout "$APT_LIMIT" python3 -m pip install --quiet --disable-pip-version-check selenium \
         >"$WORK/pip.log" 2>&1 || { tail -n 20 "$WORK/pip.log"; die "pip install selenium failed"; }
 fi
+# schemathesis checks the OpenAPI document against the live daemon; in its
+# own virtualenv (it brings many packages), pinned so that runs compare.
+SCHEMATHESIS_VERSION=4.32.5
+say "installing schemathesis $SCHEMATHESIS_VERSION (PyPI) into $WORK/schemathesis"
+if ! { timeout "$APT_LIMIT" python3 -m venv "$WORK/schemathesis" &&
+    timeout "$APT_LIMIT" "$WORK/schemathesis/bin/pip" install --quiet --disable-pip-version-check \
+        "schemathesis==$SCHEMATHESIS_VERSION"; } >"$WORK/pip-schemathesis.log" 2>&1; then
+    tail -n 20 "$WORK/pip-schemathesis.log"
+    die "could not install schemathesis"
+fi
+export SCHEMATHESIS=$WORK/schemathesis/bin/schemathesis
 SIPP_VERSION=$(sipp -v 2>&1 | grep -o 'SIPp v[^ ]*' | head -n 1 || true)
 case "$SIPP_VERSION" in
     *RTPSTREAM*) ;;
@@ -150,6 +162,7 @@ NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$BIN" \
     --rtp-ports 40000-40999 \
     --sip-server "127.0.0.1:$SERVER_PORT" \
     --recordings-dir "$WORK/recordings" \
+    --assets-dir "$WORK/assets" \
     >"$DAEMON_LOG" 2>&1 &
 DAEMON_PID=$!
 

@@ -55,6 +55,9 @@ TONE_SECONDS = 3
 TONE_GAIN_DB = -6
 # The tone the WebSocket client sends back.
 BACK_HZ = 1000
+# The file the REST scenario plays (in $INTEROP_WORK/assets, siprelay's --assets-dir).
+PLAY_FILE = "beep1000.wav"
+PLAY_SECONDS = 1.5
 BACK_AMPLITUDE = 8000
 
 
@@ -161,6 +164,15 @@ def make_media(directory):
         size = os.path.getsize(path)
         if size != RATE * TONE_SECONDS:
             raise SystemExit(f"sox made {size} bytes for {name}, expected {RATE * TONE_SECONDS}")
+    # A file for POST /calls to play: 44.1 kHz stereo float, so that siprelay's
+    # resampler and format handling meet a file made by other software.
+    assets = os.path.join(directory, "assets")
+    os.makedirs(assets, exist_ok=True)
+    subprocess.run(
+        ["sox", "-n", "-r", "44100", "-c", "2", "-e", "floating-point", "-b", "32",
+         os.path.join(assets, PLAY_FILE), "synth", str(PLAY_SECONDS), "sine", str(BACK_HZ),
+         "gain", str(TONE_GAIN_DB)],
+        check=True, timeout=30)
 
 
 # ---------------------------------------------------------------- ports
@@ -1202,6 +1214,113 @@ def recordings_review_page(ctx):
     if result.returncode != 0:
         raise Fail("the review page test failed")
     log(f"screenshot: {shot}")
+
+
+class EventWatcher:
+    """GET /events read in a thread: each event's JSON into a queue."""
+
+    def __init__(self, ctx, path="/events"):
+        import json
+        import queue
+        import threading
+        import urllib.request
+        self.events = queue.Queue()
+        self.response = urllib.request.urlopen(f"http://{ctx.http}{path}", timeout=30)
+        if self.response.status != 200:
+            raise Fail(f"GET {path}: {self.response.status}")
+
+        def read():
+            try:
+                for raw in self.response:
+                    line = raw.decode().rstrip("\r\n")
+                    if line.startswith("data: "):
+                        self.events.put(json.loads(line[6:]))
+            except Exception:  # the stream closed at the end of the scenario
+                pass
+        threading.Thread(target=read, daemon=True).start()
+
+    def expect(self, name, call=None, timeout=10):
+        import queue
+        try:
+            e = self.events.get(timeout=timeout)
+        except queue.Empty:
+            raise Fail(f"no {name} event within {timeout} s")
+        if e.get("event") != name or (call is not None and e.get("call_id") != call):
+            raise Fail(f"expected {name} for {call}, got {e}")
+        log(f"event {name} {e.get('call_id')} {e.get('name') or ''}".rstrip())
+        return e
+
+    def close(self):
+        self.response.close()
+
+
+@scenario
+def rest_dial_play_hang_up(ctx):
+    """POST /calls dials 1002 through --sip-server to a SIPp UAS with a
+    44.1 kHz stereo float WAV made by sox to play and hangup_after_play:
+    GET /events tells CALLING, RINGING, CALL_ANS, PLAYED and BYE in order,
+    SIPp gets the BYE, and the RTP on the wire holds the 1000 Hz tone."""
+    import json
+    sipp = Sipp(ctx, "uas", "uas_answer.xml", port=ctx.server_port, sniff=True)
+    sipp.wait_listening()
+    watch = EventWatcher(ctx)
+    try:
+        body = json.dumps({"to": "1002", "play": PLAY_FILE, "hangup_after_play": True}).encode()
+        import urllib.request
+        req = urllib.request.Request(f"http://{ctx.http}/calls", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            if r.status != 201:
+                raise Fail(f"POST /calls: {r.status}")
+            call = json.loads(r.read())["id"]
+        watch.expect("CALLING", call)
+        watch.expect("RINGING", call)
+        watch.expect("CALL_ANS", call)
+        played = watch.expect("PLAYED", call)
+        if played.get("name") != PLAY_FILE:
+            raise Fail(f"PLAYED names {played.get('name')!r}")
+        watch.expect("BYE", call)
+    finally:
+        watch.close()
+    sipp.wait(15)
+    status, _, _ = _http(ctx, f"/calls/{call}")
+    if status != 404:
+        raise Fail(f"GET /calls/{call} after the call: {status}, expected 404")
+    if sipp.sniffer:
+        sipp.sniffer.stop()
+        expected = 32768 * 10 ** (TONE_GAIN_DB / 20) / math.sqrt(2)
+        frames = int(PLAY_SECONDS * 50)
+        log(check_rtp_stream(sipp.sniffer.rtp(dport=sipp.media_port), 0, BACK_HZ, expected,
+                             frames - 3, "the played file on the wire", sipp.sniffer.drops))
+
+
+@scenario
+def openapi_schemathesis(ctx):
+    """schemathesis (PyPI) fuzzes every operation of GET /openapi.json
+    against the live daemon: no 5xx, and every response matches the
+    document. Any sip: target it makes up is rewritten to a loopback port
+    where nothing answers (schemathesis_hooks.py), and plain numbers go to
+    --sip-server on loopback, so nothing leaves the machine."""
+    tool = os.environ.get("SCHEMATHESIS")
+    if not tool or not os.path.exists(tool):
+        raise Skip("schemathesis is not installed (interop.sh installs it)")
+    env = dict(os.environ, NO_COLOR="1",
+               SCHEMATHESIS_HOOKS=os.path.join(HERE, "schemathesis_hooks.py"),
+               HYPOTHESIS_STORAGE_DIRECTORY=os.path.join(ctx.work, "hypothesis"))
+    cmd = [tool, "--config-file", os.path.join(HERE, "schemathesis.toml"), "run",
+           f"http://{ctx.http}/openapi.json", "--url", f"http://{ctx.http}",
+           "--phases", "examples,coverage,fuzzing",
+           "--checks", "not_a_server_error,response_schema_conformance,content_type_conformance,status_code_conformance",
+           "--max-examples", os.environ.get("SCHEMATHESIS_EXAMPLES", "20"),
+           "--seed", "4475", "--workers", "1", "--generation-database", "none",
+           "--request-timeout", "5",
+           # The event stream never ends by itself.
+           "--exclude-path", "/events"]
+    result = subprocess.run(cmd, cwd=ctx.work, env=env, capture_output=True, text=True, timeout=85)
+    lines = (result.stdout + result.stderr).splitlines()
+    for line in lines[-40:]:
+        log(line)
+    if result.returncode != 0:
+        raise Fail(f"schemathesis exit status {result.returncode}")
 
 
 # ---------------------------------------------------------------- main

@@ -96,6 +96,14 @@ impl SipEndpoint {
         let text = if target.to_ascii_lowercase().starts_with("sip") {
             target.to_string()
         } else {
+            // It becomes the user part of a URI: nothing that could end the
+            // user part or the URI (`@`, `:`, `;`, `>`, spaces) may pass.
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "+*#._-".contains(c);
+            if target.is_empty() || !target.chars().all(allowed) {
+                return Err(ProtocolError::bad_request(
+                    "a number may hold only letters, digits and + * # . _ -; use a sip: URI for anything else",
+                ));
+            }
             let server = self.board.config.sip_server.as_deref().ok_or_else(|| {
                 ProtocolError::bad_request(
                     "no SIP server configured (--sip-server) to dial plain numbers; use a sip: URI",
