@@ -29,6 +29,10 @@ pub const AUDIO_FRAMES_PER_CALL: usize = 100;
 pub enum Outgoing {
     Control(String),
     Audio(String),
+    /// A device's audio: one binary frame in its own format.
+    DeviceAudio(Vec<u8>),
+    /// A WebSocket ping (keep-alive for devices).
+    Ping,
 }
 
 /// Which incoming calls a client is offered (`/ws?offers=...`).
@@ -83,6 +87,10 @@ pub struct ClientHandle {
     frames_dropped: AtomicU64,
     /// False for the stand-in owner of calls driven over REST.
     takes_audio: bool,
+    /// Set for a device: its audio goes as binary frames in this format.
+    pub device_format: Option<crate::devices::AudioFormat>,
+    /// Why the connection is being closed, for its close frame.
+    close_reason: std::sync::Mutex<Option<(u16, String)>>,
 }
 
 impl ClientHandle {
@@ -102,8 +110,36 @@ impl ClientHandle {
             audio_streams: AtomicUsize::new(0),
             frames_dropped: AtomicU64::new(0),
             takes_audio: true,
+            device_format: None,
+            close_reason: Default::default(),
         };
         (handle, rx)
+    }
+
+    /// A device's connection: offered only what the switchboard routes to
+    /// it, its audio binary in `format`.
+    pub fn device(
+        id: ClientId,
+        format: crate::devices::AudioFormat,
+    ) -> (ClientHandle, mpsc::Receiver<Outgoing>) {
+        let (mut handle, rx) = ClientHandle::new(id, Dialect::V1, OfferFilter::Nothing);
+        handle.device_format = Some(format);
+        (handle, rx)
+    }
+
+    /// Closes the connection with this close code and reason.
+    pub fn close_with(&self, code: u16, reason: impl Into<String>) {
+        *self.close_reason.lock().unwrap_or_else(|e| e.into_inner()) = Some((code, reason.into()));
+        self.closing.cancel();
+    }
+
+    /// The close code and reason to send (1001, going away, unless set).
+    pub fn close_reason(&self) -> (u16, String) {
+        self.close_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| (1001, "siprelay closing this connection".into()))
     }
 
     /// The owner of calls placed or answered over REST: it is offered
@@ -134,11 +170,26 @@ impl ClientHandle {
         }
     }
 
+    /// Queues a WebSocket ping; skipped if the queue is full (the peer is
+    /// not reading, and its silence will end the connection anyway).
+    pub fn send_ping(&self) {
+        let _ = self.queue.try_send(Outgoing::Ping);
+    }
+
     /// Queues one audio frame, or drops it if the client is behind.
     pub fn send_audio(&self, text: String) {
+        self.queue_audio(Outgoing::Audio(text));
+    }
+
+    /// Queues one binary audio frame for a device, or drops it if the device is behind.
+    pub fn send_device_audio(&self, frame: Vec<u8>) {
+        self.queue_audio(Outgoing::DeviceAudio(frame));
+    }
+
+    fn queue_audio(&self, message: Outgoing) {
         let budget = AUDIO_FRAMES_PER_CALL * self.audio_streams.load(Ordering::Relaxed).max(1);
         if self.audio_queued.load(Ordering::Relaxed) >= budget
-            || self.queue.try_send(Outgoing::Audio(text)).is_err()
+            || self.queue.try_send(message).is_err()
         {
             self.frames_dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -148,7 +199,7 @@ impl ClientHandle {
 
     /// The writer took a message off the queue.
     pub fn dequeued(&self, message: &Outgoing) {
-        if let Outgoing::Audio(_) = message {
+        if let Outgoing::Audio(_) | Outgoing::DeviceAudio(_) = message {
             self.audio_queued.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -177,6 +228,8 @@ mod tests {
             h.dequeued(&m);
             out.push(match m {
                 Outgoing::Control(t) | Outgoing::Audio(t) => t,
+                Outgoing::DeviceAudio(b) => format!("{} bytes", b.len()),
+                Outgoing::Ping => "ping".into(),
             });
         }
         out

@@ -78,6 +78,10 @@ pub struct FileSettings {
     pub assets_dir: Option<String>,
     pub recordings_dir: Option<String>,
     pub record: Option<bool>,
+    /// Seconds between WebSocket pings to devices.
+    pub device_ping_interval: Option<u64>,
+    #[serde(default)]
+    pub devices: Vec<crate::devices::DeviceConfig>,
 }
 
 /// What incoming calls hear first.
@@ -112,6 +116,10 @@ pub struct Config {
     pub assets_dir: PathBuf,
     /// None: calls are not recorded.
     pub recordings_dir: Option<PathBuf>,
+    /// Boards that connect at `/device/{id}` (`[[devices]]` in the file).
+    pub devices: Vec<crate::devices::DeviceConfig>,
+    /// Devices are pinged this often; one silent for two intervals is offline.
+    pub device_ping_interval: Duration,
 }
 
 #[derive(Debug, Error)]
@@ -147,6 +155,8 @@ impl Default for Config {
             greeting_outbound: false,
             assets_dir: PathBuf::from("assets"),
             recordings_dir: Some(PathBuf::from("recordings")),
+            devices: Vec::new(),
+            device_ping_interval: Duration::from_secs(15),
         }
     }
 }
@@ -298,7 +308,22 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("recordings"))
         });
+        crate::devices::validate(&file.devices)
+            .map_err(|e| invalid("devices", "", e.to_string()))?;
+        let device_ping_interval = match file.device_ping_interval {
+            Some(0) => {
+                return Err(invalid(
+                    "device_ping_interval",
+                    "0",
+                    "must be at least 1 second",
+                ))
+            }
+            Some(s) => Duration::from_secs(s),
+            None => defaults.device_ping_interval,
+        };
         let config = Config {
+            devices: file.devices.clone(),
+            device_ping_interval,
             sip_listen,
             advertised_ip,
             http_listen,

@@ -10,6 +10,7 @@ pub mod client;
 pub mod clock_time;
 pub mod config;
 pub mod daemon;
+pub mod devices;
 pub mod events;
 pub mod http;
 pub mod media;

@@ -52,6 +52,7 @@ pub struct Switchboard {
     api_owner: Arc<ClientHandle>,
     /// The SIP transport is bound and the daemon is not shutting down.
     sip_ready: std::sync::atomic::AtomicBool,
+    pub devices: crate::devices::registry::DeviceRegistry,
 }
 
 /// The client id of [`Switchboard::api_owner`]; WebSocket clients count from 1.
@@ -66,7 +67,6 @@ impl Switchboard {
     ) -> Arc<Switchboard> {
         let (low, high) = config.rtp_ports;
         Arc::new(Switchboard {
-            config,
             calls: DashMap::new(),
             clients: DashMap::new(),
             next_client: AtomicU64::new(1),
@@ -78,6 +78,8 @@ impl Switchboard {
             metrics: Metrics::default(),
             api_owner: Arc::new(ClientHandle::detached(API_OWNER)),
             sip_ready: Default::default(),
+            devices: crate::devices::registry::DeviceRegistry::new(&config.devices),
+            config,
         })
     }
 
@@ -116,6 +118,18 @@ impl Switchboard {
         (handle, queue)
     }
 
+    /// A device's connection, registered like a client's.
+    pub fn connect_device(
+        &self,
+        format: crate::devices::AudioFormat,
+    ) -> (Arc<ClientHandle>, mpsc::Receiver<Outgoing>) {
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed);
+        let (handle, queue) = ClientHandle::device(id, format);
+        let handle = Arc::new(handle);
+        self.clients.insert(id, handle.clone());
+        (handle, queue)
+    }
+
     /// Forgets a client and hangs up every call it owns.
     pub fn disconnect_client(&self, id: ClientId) {
         if let Some((_, client)) = self.clients.remove(&id) {
@@ -130,11 +144,50 @@ impl Switchboard {
         self.clients.iter().map(|c| c.value().clone()).collect()
     }
 
-    /// Whether anyone would be offered a call to `called`: a connected
-    /// client that takes the number, or a watcher of `GET /events`, who
-    /// can answer over REST.
-    pub fn takes_calls_to(&self, called: &str) -> bool {
-        self.events.watchers() > 0 || self.clients.iter().any(|c| c.offers.wants(called))
+    /// Whether an incoming call to `called` can be offered, or the SIP
+    /// status to refuse it with. A device's extension rings that device
+    /// alone: 480 while it is offline, 486 while it is in a call. Any other
+    /// number goes to the connected clients that take it and to watchers
+    /// of `GET /events`, who can answer over REST: 480 if there are none.
+    pub fn route_incoming(&self, called: &str) -> Result<(), u16> {
+        if let Some(device) = self.devices.by_extension(called) {
+            return match device.client() {
+                None => Err(480),
+                Some(client) if self.in_a_call(&client) => Err(486),
+                Some(_) => Ok(()),
+            };
+        }
+        if self.events.watchers() > 0 || self.clients.iter().any(|c| c.offers.wants(called)) {
+            Ok(())
+        } else {
+            Err(480)
+        }
+    }
+
+    /// Whether a client owns a call that has not ended, or has one offered.
+    pub fn in_a_call(&self, client: &ClientHandle) -> bool {
+        self.call_of(client).is_some()
+    }
+
+    /// The id of the call a client owns or is offered, if it has one.
+    pub fn call_of(&self, client: &ClientHandle) -> Option<String> {
+        self.calls
+            .iter()
+            .find(|c| {
+                !c.is_ended()
+                    && (c.owner_id() == Some(client.id)
+                        || (c.phase() == crate::call::state::Phase::Offered
+                            && c.offered_to().iter().any(|o| o.id == client.id)))
+            })
+            .map(|c| c.id.to_string())
+    }
+
+    /// A device came online or went offline: applications hear it.
+    pub fn device_presence(&self, id: &str, online: bool) {
+        let event = Event::Device { id, online };
+        for c in self.clients.iter().filter(|c| c.device_format.is_none()) {
+            c.send_event(&event);
+        }
     }
 
     pub fn client_count(&self) -> usize {
@@ -171,12 +224,18 @@ impl Switchboard {
     /// to its number, and to watchers of `GET /events`. False if there is
     /// nobody to offer it to.
     pub fn offer(&self, call: &Arc<Call>) -> bool {
-        let clients: Vec<_> = self
-            .clients
-            .iter()
-            .filter(|c| c.offers.wants(&call.to))
-            .map(|c| c.value().clone())
-            .collect();
+        let clients: Vec<_> = match self.devices.by_extension(&call.to) {
+            Some(device) => match device.client() {
+                Some(client) => vec![client],
+                None => return false,
+            },
+            None => self
+                .clients
+                .iter()
+                .filter(|c| c.offers.wants(&call.to))
+                .map(|c| c.value().clone())
+                .collect(),
+        };
         if clients.is_empty() && self.events.watchers() == 0 {
             return false;
         }

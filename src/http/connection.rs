@@ -79,6 +79,10 @@ impl Connection {
                 connected(&call)?.clear();
                 Ok(())
             }
+            // A device has at most one call: it dials only when it has none,
+            // and answers only when it is not talking already.
+            Command::Call { .. } if self.device_busy(true) => Err(device_busy()),
+            Command::Answer { .. } if self.device_busy(false) => Err(device_busy()),
             Command::Call { target } => self.dial(target),
             Command::Answer { call } => self.answer(call).await,
             Command::Reject { call, status } => {
@@ -117,6 +121,45 @@ impl Connection {
                 self.control(&call, Control::Hangup)
             }
         }
+    }
+
+    /// Whether this is a device with a call: connected or dialling, and
+    /// with `offers`, one ringing it too.
+    fn device_busy(&self, offers: bool) -> bool {
+        if self.client.device_format.is_none() {
+            return false;
+        }
+        if offers {
+            self.board.in_a_call(&self.client)
+        } else {
+            !self.board.calls_owned_by(self.client.id).is_empty()
+        }
+    }
+
+    /// One binary frame of a device's audio, in its format, for its call.
+    pub fn handle_device_audio(&mut self, frame: &[u8]) {
+        let Some(format) = self.client.device_format else {
+            return;
+        };
+        if let Err(e) = self.device_audio(format, frame) {
+            self.client.send_event(&Event::Error(&e));
+        }
+    }
+
+    fn device_audio(
+        &mut self,
+        format: crate::devices::AudioFormat,
+        frame: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let call = self.only_call()?;
+        let media = connected(&call)?;
+        self.pcm.clear();
+        format
+            .decode_to_pcm_bytes(frame, &mut self.pcm)
+            .map_err(|e| ProtocolError::bad_request(e.to_string()))?;
+        media
+            .push_pcm(&self.pcm)
+            .map_err(|e| ProtocolError::new(413, e.to_string()))
     }
 
     fn audio(
@@ -265,6 +308,10 @@ fn connected(call: &Call) -> Result<&Arc<MediaSession>, ProtocolError> {
             format!("call {} is not connected", call.id),
         )),
     }
+}
+
+fn device_busy() -> ProtocolError {
+    ProtocolError::new(409, "this device is already in a call: hang it up first")
 }
 
 fn unknown(id: &str) -> ProtocolError {

@@ -5,6 +5,7 @@
 mod auth;
 pub mod calls;
 pub mod connection;
+pub mod device;
 pub mod error;
 pub mod events;
 pub mod observe;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(observe::metrics))
         .route("/healthz", get(observe::healthz))
         .route("/readyz", get(observe::readyz))
+        .route("/devices", get(device::list))
         .route("/openapi.json", get(openapi::document))
         .route("/", get(recordings::review_page))
         .route("/recordings/ui", get(recordings::review_page))
@@ -71,5 +73,7 @@ pub fn router(state: AppState) -> Router {
             token,
             auth::require_token,
         ))
+        // Devices authenticate with their own tokens, not the API's.
+        .route("/device/{id}", get(device::upgrade))
         .with_state(state)
 }

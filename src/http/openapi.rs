@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{calls, events, observe, recordings};
+use super::{calls, device, events, observe, recordings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use super::{calls, events, observe, recordings};
         events::stream,
         recordings::list, recordings::sidecar, recordings::wav, recordings::delete,
         observe::metrics, observe::healthz, observe::readyz,
+        device::list,
         document,
     ),
     modifiers(&BearerToken),
@@ -29,6 +30,7 @@ use super::{calls, events, observe, recordings};
         (name = "events", description = "Call events as Server-Sent Events"),
         (name = "recordings", description = "Recorded calls"),
         (name = "observe", description = "Metrics, liveness and readiness"),
+        (name = "devices", description = "Hardware endpoints and their presence"),
     )
 )]
 pub struct ApiDoc;

@@ -109,8 +109,11 @@ where
     }
 }
 
-async fn write_loop<S>(mut sink: S, mut queue: mpsc::Receiver<Outgoing>, client: Arc<ClientHandle>)
-where
+pub(super) async fn write_loop<S>(
+    mut sink: S,
+    mut queue: mpsc::Receiver<Outgoing>,
+    client: Arc<ClientHandle>,
+) where
     S: Sink<Message> + Unpin,
 {
     loop {
@@ -140,9 +143,10 @@ where
             }
         }
     }
+    let (code, reason) = client.close_reason();
     let close = CloseFrame {
-        code: 1001,
-        reason: Utf8Bytes::from_static("siprelay closing this connection"),
+        code,
+        reason: Utf8Bytes::from(reason),
     };
     let _ = sink.send(Message::Close(Some(close))).await;
     let _ = sink.close().await;
@@ -150,6 +154,9 @@ where
 
 fn text(client: &ClientHandle, message: Outgoing) -> Message {
     client.dequeued(&message);
-    let (Outgoing::Control(t) | Outgoing::Audio(t)) = message;
-    Message::Text(Utf8Bytes::from(t))
+    match message {
+        Outgoing::Control(t) | Outgoing::Audio(t) => Message::Text(Utf8Bytes::from(t)),
+        Outgoing::DeviceAudio(frame) => Message::Binary(frame.into()),
+        Outgoing::Ping => Message::Ping(Default::default()),
+    }
 }

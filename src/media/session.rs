@@ -325,6 +325,13 @@ impl Forwarder {
     }
 
     fn emit(&mut self) {
+        self.filled = 0;
+        if let Some(format) = self.owner.device_format {
+            let mut frame = Vec::with_capacity(format.frame_bytes());
+            format.encode(&self.pcm, &mut frame);
+            self.owner.send_device_audio(frame);
+            return;
+        }
         let mut bytes = [0u8; FRAME_SAMPLES * 2];
         for (pair, s) in bytes.chunks_exact_mut(2).zip(self.pcm) {
             pair.copy_from_slice(&s.to_le_bytes());
@@ -332,6 +339,5 @@ impl Forwarder {
         let mut text = String::with_capacity(FRAME_SAMPLES * 3 + 64);
         audio::write_event(self.owner.dialect, self.call.as_str(), &bytes, &mut text);
         self.owner.send_audio(text);
-        self.filled = 0;
     }
 }

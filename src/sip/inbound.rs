@@ -41,10 +41,10 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
         let _ = tx.reply(StatusCode::ServiceUnavailable).await;
         return;
     };
-    if !board.takes_calls_to(&to) {
-        tracing::info!(%from, %to, "incoming call rejected: no client takes it (480)");
-        board.refused_invite(480);
-        let _ = tx.reply(StatusCode::TemporarilyUnavailable).await;
+    if let Err(status) = board.route_incoming(&to) {
+        tracing::info!(%from, %to, status, "incoming call rejected: nobody to take it, or busy");
+        board.refused_invite(status);
+        let _ = tx.reply(StatusCode::from(status)).await;
         return;
     }
 

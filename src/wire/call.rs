@@ -110,8 +110,8 @@ pub fn write_event(event: &Event<'_>, dialect: Dialect, out: &mut String) {
         }
         Event::Bye { .. } if legacy => write!(out, "BYE"),
         Event::Bye { call } => write!(out, "BYE:{call}"),
-        Event::Error(_) | Event::Pong | Event::Played { .. } => {
-            unreachable!("formatted by session and playback")
+        Event::Error(_) | Event::Pong | Event::Played { .. } | Event::Device { .. } => {
+            unreachable!("formatted in wire::Event::format")
         }
     };
 }

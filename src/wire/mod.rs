@@ -153,6 +153,8 @@ pub enum Event<'a> {
     Error(&'a ProtocolError),
     /// `PONG`
     Pong,
+    /// `DEVICE:{id}##online` or `DEVICE:{id}##offline`, to applications.
+    Device { id: &'a str, online: bool },
 }
 
 impl Event<'_> {
@@ -162,6 +164,11 @@ impl Event<'_> {
         match self {
             Event::Error(e) => session::write_error(e, &mut out),
             Event::Pong => out.push_str("PONG"),
+            Event::Device { id, online } => {
+                out.push_str("DEVICE:");
+                out.push_str(id);
+                out.push_str(if *online { "##online" } else { "##offline" });
+            }
             Event::Played { call, name } => playback::write_played(call, name, &mut out),
 
             _ => call::write_event(self, dialect, &mut out),

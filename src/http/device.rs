@@ -1,0 +1,219 @@
+//! `/device/{id}`: the WebSocket of a hardware endpoint, and `GET /devices`.
+//!
+//! A device authenticates with its own token (`Authorization: Bearer` or
+//! `?token=`), checked before the upgrade: a wrong token or an unknown id
+//! is 401. A second connection with the same id replaces the first, which
+//! is closed with code 4000. Text frames carry the same verbs as `/ws`
+//! (plus `HELLO:{json}`); binary frames are the device's audio, 20 ms each
+//! in its configured format. siprelay pings every `device_ping_interval`;
+//! a device silent for two intervals is closed (4001) and offline.
+//! See `protocol/DEVICE.md`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::constant_time_eq;
+use super::connection::Connection;
+use super::error::{ApiError, ErrorBody};
+use super::ws::write_loop;
+use super::AppState;
+use crate::clock_time::Utc;
+use crate::devices::registry::DeviceSlot;
+use crate::wire::{Event, ProtocolError};
+
+/// Largest frame a device may send: a `HELLO` or one command.
+const MAX_DEVICE_FRAME: usize = 16 * 1024;
+/// Largest `HELLO` document kept.
+const MAX_HELLO: usize = 4 * 1024;
+
+#[derive(Debug, Deserialize)]
+pub struct DeviceParams {
+    token: Option<String>,
+}
+
+/// Close codes a device may see.
+pub const CLOSE_REPLACED: u16 = 4000;
+pub const CLOSE_SILENT: u16 = 4001;
+
+fn unauthorized() -> Response {
+    let mut r = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "unknown device or wrong token",
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
+    r
+}
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Result<Query<DeviceParams>, QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Some(slot) = state.board.devices.get(&id) else {
+        return unauthorized();
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_string);
+    let presented = bearer.or_else(|| params.ok().and_then(|Query(p)| p.token));
+    if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), slot.config.token.as_bytes())) {
+        return unauthorized();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
+    ws.max_message_size(MAX_DEVICE_FRAME)
+        .on_upgrade(move |socket: WebSocket| async move {
+            let (sink, stream) = socket.split();
+            serve(state, slot, sink, stream).await
+        })
+}
+
+/// Runs one device connection to its end.
+pub async fn serve<S, R, E>(state: AppState, slot: Arc<DeviceSlot>, sink: S, mut stream: R)
+where
+    S: futures_util::Sink<Message> + Unpin + Send + 'static,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let board = state.board.clone();
+    let id = slot.config.id.clone();
+    let (client, queue) = board.connect_device(slot.config.format);
+    match slot.connect(client.clone()) {
+        Some(old) => {
+            tracing::info!(device = %id, "device reconnected; the older connection is closed");
+            old.close_with(
+                CLOSE_REPLACED,
+                "replaced by a newer connection of this device",
+            );
+        }
+        None => {
+            tracing::info!(device = %id, client = client.id, "device online");
+            board.device_presence(&id, true);
+        }
+    }
+    let writer = tokio::spawn(write_loop(sink, queue, client.clone()));
+    let mut connection = Connection::new(board.clone(), state.dialer.clone(), client.clone());
+
+    let interval = board.config.device_ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut last_heard = tokio::time::Instant::now();
+    loop {
+        let message = tokio::select! {
+            m = stream.next() => m,
+            _ = client.closing.cancelled() => break,
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= interval * 2 {
+                    tracing::info!(device = %id, "device silent for two ping intervals; closing");
+                    client.close_with(CLOSE_SILENT, "no answer to pings");
+                    break;
+                }
+                client.send_ping();
+                continue;
+            }
+        };
+        last_heard = tokio::time::Instant::now();
+        match message {
+            Some(Ok(Message::Binary(frame))) => connection.handle_device_audio(&frame),
+            Some(Ok(Message::Text(text))) => match text.as_str().strip_prefix("HELLO:") {
+                Some(json) => hello(&slot, &client, json),
+                None => connection.handle_text(text.as_str()).await,
+            },
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+        }
+    }
+    board.disconnect_client(client.id);
+    if slot.disconnect(client.id) {
+        tracing::info!(device = %id, "device offline");
+        board.device_presence(&id, false);
+    }
+    client.closing.cancel();
+    let _ = writer.await;
+}
+
+/// `HELLO:{json}`: what the firmware tells of itself (version, RSSI, ...),
+/// shown by `GET /devices`.
+fn hello(slot: &DeviceSlot, client: &crate::client::ClientHandle, json: &str) {
+    let parsed = if json.len() > MAX_HELLO {
+        Err(ProtocolError::new(
+            413,
+            format!("HELLO of {} bytes exceeds {MAX_HELLO}", json.len()),
+        ))
+    } else {
+        serde_json::from_str::<serde_json::Value>(json)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .ok_or_else(|| ProtocolError::bad_request("HELLO: expected a JSON object"))
+    };
+    match parsed {
+        Ok(info) => slot.set_info(info),
+        Err(e) => client.send_event(&Event::Error(&e)),
+    }
+}
+
+/// A device as `GET /devices` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceView {
+    pub id: String,
+    pub extension: String,
+    /// `pcmu`, `pcma` or `l16`.
+    pub format: &'static str,
+    pub online: bool,
+    /// When it came online (or went offline); null if never seen.
+    pub since: Option<String>,
+    /// The call it is in, or is offered, if any.
+    pub call: Option<String>,
+    /// What the device said in its last `HELLO`.
+    #[schema(value_type = Option<Object>)]
+    pub info: Option<serde_json::Value>,
+}
+
+/// Every configured device and its presence.
+#[utoipa::path(get, path = "/devices", tag = "devices",
+    responses(
+        (status = 200, body = [DeviceView]),
+        (status = 401, description = "Token", body = ErrorBody),
+    ))]
+pub async fn list(State(state): State<AppState>) -> Json<Vec<DeviceView>> {
+    let board = &state.board;
+    let views = board
+        .devices
+        .all()
+        .iter()
+        .map(|slot| {
+            let client = slot.client();
+            let call = client.as_ref().and_then(|c| board.call_of(c));
+            DeviceView {
+                id: slot.config.id.clone(),
+                extension: slot.config.extension.clone(),
+                format: slot.config.format.name(),
+                online: client.is_some(),
+                since: slot
+                    .since()
+                    .map(|t: SystemTime| Utc::from_system(t).rfc3339()),
+                call,
+                info: slot.info(),
+            }
+        })
+        .collect();
+    Json(views)
+}

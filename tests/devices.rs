@@ -1,0 +1,330 @@
+//! Devices (`/device/{id}`) against the real daemon: a SIP call to a
+//! device's extension rings it, its audio travels as binary frames in its
+//! own format, and presence, auth, busy and offline behave.
+
+mod common;
+
+use std::time::Duration;
+
+use common::audio::{self, assert_tone};
+use common::http;
+use common::sip::SipPeer;
+use common::{call_id_of, rtp_range, start_with, WsClient};
+use futures_util::{SinkExt, StreamExt};
+use siprelay::config::Config;
+use siprelay::daemon::Daemon;
+use siprelay::devices::{AudioFormat, DeviceConfig};
+use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+const TOKEN: &str = "door-token-0123456789";
+
+fn config(format: AudioFormat) -> Config {
+    let mut config = Config::loopback(rtp_range(4));
+    config.devices = vec![
+        DeviceConfig {
+            id: "door".into(),
+            token: TOKEN.into(),
+            extension: "2001".into(),
+            format,
+        },
+        DeviceConfig {
+            id: "gate".into(),
+            token: "gate-token-0123456789".into(),
+            extension: "2002".into(),
+            format: AudioFormat::L16,
+        },
+    ];
+    config
+}
+
+/// A board's side of `/device/{id}`, as firmware would hold it.
+struct Board {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    format: AudioFormat,
+    /// Audio frames received, decoded.
+    heard: Vec<i16>,
+}
+
+impl Board {
+    async fn connect(daemon: &Daemon, id: &str, token: &str, format: AudioFormat) -> Board {
+        let url = format!("ws://{}/device/{id}?token={token}", daemon.http_addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("device connects");
+        let mut b = Board {
+            ws,
+            format,
+            heard: Vec::new(),
+        };
+        // Registered once a command has been answered.
+        b.send("PING").await;
+        b.expect("PONG").await;
+        b
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    /// The next text message, keeping audio frames; None after `wait`.
+    async fn next_text(&mut self, wait: Duration) -> Option<String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match timeout(left, self.ws.next()).await.ok()?? {
+                Ok(Message::Text(t)) => return Some(t.to_string()),
+                Ok(Message::Binary(frame)) => self.keep(&frame),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn keep(&mut self, frame: &[u8]) {
+        assert_eq!(frame.len(), self.format.frame_bytes(), "one 20 ms frame");
+        let mut pcm = Vec::new();
+        self.format.decode_to_pcm_bytes(frame, &mut pcm).unwrap();
+        self.heard.extend(audio::from_le_bytes(&pcm));
+    }
+
+    async fn expect(&mut self, prefix: &str) -> String {
+        match self.next_text(Duration::from_secs(10)).await {
+            Some(t) if t.starts_with(prefix) => t,
+            other => panic!("device expected {prefix}..., got {other:?}"),
+        }
+    }
+
+    /// Collects audio for `duration`.
+    async fn listen(&mut self, duration: Duration) {
+        let deadline = Instant::now() + duration;
+        while let Ok(Some(Ok(m))) = timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.ws.next(),
+        )
+        .await
+        {
+            if let Message::Binary(frame) = m {
+                self.keep(&frame);
+            }
+        }
+    }
+
+    /// Sends `pcm` as binary frames in real time, as an I2S codec would deliver it.
+    async fn speak(&mut self, pcm: &[i16]) {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for frame in pcm.chunks(160) {
+            tick.tick().await;
+            let mut wire = Vec::new();
+            self.format.encode(frame, &mut wire);
+            self.ws.send(Message::Binary(wire.into())).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_call_to_a_devices_extension_rings_it_alone_and_audio_flows_as_binary_frames() {
+    let daemon = start_with(config(AudioFormat::Pcmu)).await;
+    let mut app = WsClient::connect(&daemon).await;
+    let mut door = Board::connect(&daemon, "door", TOKEN, AudioFormat::Pcmu).await;
+    assert_eq!(app.expect("DEVICE:").await, "DEVICE:door##online");
+
+    let mut peer = SipPeer::new(daemon.sip_addr()).await;
+    let mut d = peer.invite("1001", "2001", Some("0")).await;
+    let ring = door.expect("RING_ANS:").await;
+    assert!(ring.starts_with("RING_ANS:1001##"), "{ring}");
+    let id = call_id_of(&ring);
+    assert_eq!(
+        app.next_text(Duration::from_millis(300), false).await,
+        None,
+        "applications are not offered a device's calls"
+    );
+    door.send(&format!("CALL_ANS:{id}")).await;
+    let ok = peer.expect_response("INVITE", 200).await;
+    peer.ack(&mut d, &ok).await;
+    door.expect("CALL_ANS:").await;
+
+    // Caller → device: 440 Hz arrives as 160-byte µ-law frames.
+    let (rtp, _) = d.media.unwrap();
+    peer.send_tone(rtp, 0, &audio::tone(440.0, 160 * 40, 8000.0))
+        .await;
+    door.listen(Duration::from_millis(200)).await;
+    assert!(door.heard.len() >= 160 * 35, "{} samples", door.heard.len());
+    let heard = door.heard.clone();
+    assert_tone(
+        &heard[heard.len() - 160 * 30..],
+        440.0,
+        "the device hears the caller",
+    );
+
+    // Device → caller: 1000 Hz in binary frames reaches the SIP peer.
+    let tone = audio::tone(1000.0, 160 * 40, 8000.0);
+    let ((), (caller_heard, _, _)) =
+        tokio::join!(door.speak(&tone), peer.record(Duration::from_millis(900)));
+    // What the peer read first is the silence queued since the answer.
+    let end = caller_heard.len();
+    assert_tone(
+        &caller_heard[end - 5600..end - 1600],
+        1000.0,
+        "the caller hears the device",
+    );
+
+    let devices = http::get(daemon.http_addr, "/devices").await.json();
+    assert_eq!(devices[0]["id"], "door");
+    assert_eq!(devices[0]["online"], true);
+    assert_eq!(devices[0]["call"], id.as_str());
+    assert_eq!(devices[1]["id"], "gate");
+    assert_eq!(devices[1]["online"], false);
+
+    peer.bye(&mut d).await;
+    assert_eq!(door.expect("BYE:").await, format!("BYE:{id}"));
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_offline_device_is_480_and_a_busy_one_486() {
+    let daemon = start_with(config(AudioFormat::Pcmu)).await;
+    let mut peer = SipPeer::new(daemon.sip_addr()).await;
+    let d = peer.invite("1001", "2001", Some("0")).await;
+    let resp = peer.expect_response("INVITE", 480).await;
+    peer.ack_failure(&d, &resp).await;
+
+    let mut door = Board::connect(&daemon, "door", TOKEN, AudioFormat::Pcmu).await;
+    let first = peer.invite("1001", "2001", Some("0")).await;
+    door.expect("RING_ANS:").await;
+    let second = peer.invite("1003", "2001", Some("0")).await;
+    let resp = peer.expect_response("INVITE", 486).await;
+    peer.ack_failure(&second, &resp).await;
+    // A device has one call: it cannot dial while this one rings.
+    door.send("CALL:sip:1002@127.0.0.1:9").await;
+    assert!(door.expect("ERROR:").await.starts_with("ERROR:409"));
+    drop(first);
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_token_or_an_unknown_id_is_refused_before_the_upgrade() {
+    let daemon = start_with(config(AudioFormat::Pcmu)).await;
+    let http = daemon.http_addr;
+    for path in [
+        "/device/door".to_string(),
+        "/device/door?token=wrong".to_string(),
+        format!("/device/nobody?token={TOKEN}"),
+        // Another device's token does not open this one.
+        "/device/door?token=gate-token-0123456789".to_string(),
+    ] {
+        let r = http::request(
+            http,
+            "GET",
+            &path,
+            &[
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, 401, "{path}");
+        assert_eq!(r.json()["error"]["code"], "unauthorized");
+    }
+    let url = format!("ws://{http}/device/door?token=nope");
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+    // The bearer header works as well as the query.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{http}/device/door")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("bearer token accepted");
+    ws.send(Message::Text("PING".into())).await.unwrap();
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_connection_replaces_the_first_and_presence_follows() {
+    let daemon = start_with(config(AudioFormat::Pcmu)).await;
+    let mut app = WsClient::connect(&daemon).await;
+    let mut old = Board::connect(&daemon, "door", TOKEN, AudioFormat::Pcmu).await;
+    assert_eq!(app.expect("DEVICE:").await, "DEVICE:door##online");
+    old.send(r#"HELLO:{"firmware":"1.4.2","rssi":-61}"#).await;
+    old.send("HELLO:not json").await;
+    assert!(old.expect("ERROR:").await.starts_with("ERROR:400"));
+    let devices = http::get(daemon.http_addr, "/devices").await.json();
+    assert_eq!(devices[0]["info"]["firmware"], "1.4.2");
+    assert_eq!(devices[0]["info"]["rssi"], -61);
+
+    let mut new = Board::connect(&daemon, "door", TOKEN, AudioFormat::Pcmu).await;
+    let closed = loop {
+        match timeout(Duration::from_secs(5), old.ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                break frame.expect("a close frame with a reason")
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("the old connection was not closed: {other:?}"),
+        }
+    };
+    assert_eq!(closed.code, CloseCode::from(4000));
+    assert!(closed.reason.contains("replaced"), "{}", closed.reason);
+    // Still online through the new connection: no event.
+    assert_eq!(app.next_text(Duration::from_millis(300), false).await, None);
+    let devices = http::get(daemon.http_addr, "/devices").await.json();
+    assert_eq!(devices[0]["online"], true);
+    assert_eq!(devices[0]["info"], serde_json::Value::Null);
+
+    new.ws.close(None).await.unwrap();
+    assert_eq!(app.expect("DEVICE:").await, "DEVICE:door##offline");
+    let devices = http::get(daemon.http_addr, "/devices").await.json();
+    assert_eq!(devices[0]["online"], false);
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_device_dials_out_and_talks_in_l16() {
+    let daemon = start_with(config(AudioFormat::Pcmu)).await;
+    let mut gate = Board::connect(&daemon, "gate", "gate-token-0123456789", AudioFormat::L16).await;
+    let mut peer = SipPeer::new(daemon.sip_addr()).await;
+    gate.send(&format!("CALL:sip:1002@{}", peer.addr)).await;
+    let calling = gate.expect("CALLING:").await;
+    let id = call_id_of(&calling);
+    let (d, from) = peer.accept_invite().await;
+    peer.answer(&d, from, 0).await;
+    gate.expect("CALL_ANS:").await;
+    let (rtp, _) = d.media.unwrap();
+    peer.send_tone(rtp, 0, &audio::tone(700.0, 160 * 30, 8000.0))
+        .await;
+    gate.listen(Duration::from_millis(200)).await;
+    let heard = gate.heard.clone();
+    assert_tone(
+        &heard[heard.len() - 160 * 20..],
+        700.0,
+        "L16 frames of 320 bytes",
+    );
+    gate.send(&format!("HANGUP:{id}")).await;
+    let (bye, from) = peer.expect_request("BYE").await;
+    peer.respond(&bye, from, 200, "OK", None, None).await;
+    assert_eq!(gate.expect("BYE:").await, format!("BYE:{id}"));
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_device_that_stops_answering_pings_goes_offline() {
+    let mut config = config(AudioFormat::Pcmu);
+    config.device_ping_interval = Duration::from_millis(300);
+    let daemon = start_with(config).await;
+    let mut app = WsClient::connect(&daemon).await;
+    // Never read again: no pong goes back.
+    let _door = Board::connect(&daemon, "door", TOKEN, AudioFormat::Pcmu).await;
+    assert_eq!(app.expect("DEVICE:").await, "DEVICE:door##online");
+    assert_eq!(app.expect("DEVICE:").await, "DEVICE:door##offline");
+    let devices = http::get(daemon.http_addr, "/devices").await.json();
+    assert_eq!(devices[0]["online"], false);
+    daemon.shutdown().await;
+}
