@@ -80,6 +80,8 @@ pub struct FileSettings {
     pub record: Option<bool>,
     /// Seconds between WebSocket pings to devices.
     pub device_ping_interval: Option<u64>,
+    /// Seconds a device that dropped in a call has to come back for it.
+    pub device_reconnect_grace: Option<u64>,
     #[serde(default)]
     pub devices: Vec<crate::devices::DeviceConfig>,
 }
@@ -120,6 +122,8 @@ pub struct Config {
     pub devices: Vec<crate::devices::DeviceConfig>,
     /// Devices are pinged this often; one silent for two intervals is offline.
     pub device_ping_interval: Duration,
+    /// A device that drops in a call has this long to reconnect and resume it.
+    pub device_reconnect_grace: Duration,
 }
 
 #[derive(Debug, Error)]
@@ -157,6 +161,7 @@ impl Default for Config {
             recordings_dir: Some(PathBuf::from("recordings")),
             devices: Vec::new(),
             device_ping_interval: Duration::from_secs(15),
+            device_reconnect_grace: Duration::from_secs(10),
         }
     }
 }
@@ -321,9 +326,14 @@ impl Config {
             Some(s) => Duration::from_secs(s),
             None => defaults.device_ping_interval,
         };
+        let device_reconnect_grace = file
+            .device_reconnect_grace
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.device_reconnect_grace);
         let config = Config {
             devices: file.devices.clone(),
             device_ping_interval,
+            device_reconnect_grace,
             sip_listen,
             advertised_ip,
             http_listen,

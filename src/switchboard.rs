@@ -132,12 +132,34 @@ impl Switchboard {
 
     /// Forgets a client and hangs up every call it owns.
     pub fn disconnect_client(&self, id: ClientId) {
+        self.release_client(id);
+        self.hang_up_calls_of(id);
+    }
+
+    /// Forgets a client, leaving its calls up (a device may come back for them).
+    pub fn release_client(&self, id: ClientId) {
         if let Some((_, client)) = self.clients.remove(&id) {
             self.metrics.client_gone(client.frames_dropped());
         }
+    }
+
+    /// Hangs up every call `id` still owns.
+    pub fn hang_up_calls_of(&self, id: ClientId) {
         for call in self.calls_owned_by(id) {
             let _ = call.control.try_send(Control::OwnerGone);
         }
+    }
+
+    /// Moves the calls `from` owns to `to`, their audio included. Returns them.
+    pub fn adopt_calls(&self, from: ClientId, to: &Arc<ClientHandle>) -> Vec<Arc<Call>> {
+        let calls = self.calls_owned_by(from);
+        for call in &calls {
+            call.set_owner(to.clone());
+            if let Some(media) = call.media.get() {
+                media.switch_owner(to.clone());
+            }
+        }
+        calls
     }
 
     pub fn clients(&self) -> Vec<Arc<ClientHandle>> {

@@ -51,19 +51,24 @@ struct Board {
 
 impl Board {
     async fn connect(daemon: &Daemon, id: &str, token: &str, format: AudioFormat) -> Board {
-        let url = format!("ws://{}/device/{id}?token={token}", daemon.http_addr);
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("device connects");
-        let mut b = Board {
-            ws,
-            format,
-            heard: Vec::new(),
-        };
+        let mut b = Board::open(daemon, id, token, format).await;
         // Registered once a command has been answered.
         b.send("PING").await;
         b.expect("PONG").await;
         b
+    }
+
+    /// Connects without waiting for anything.
+    async fn open(daemon: &Daemon, id: &str, token: &str, format: AudioFormat) -> Board {
+        let url = format!("ws://{}/device/{id}?token={token}", daemon.http_addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("device connects");
+        Board {
+            ws,
+            format,
+            heard: Vec::new(),
+        }
     }
 
     async fn send(&mut self, text: &str) {
@@ -326,5 +331,84 @@ async fn a_device_that_stops_answering_pings_goes_offline() {
     assert_eq!(app.expect("DEVICE:").await, "DEVICE:door##offline");
     let devices = http::get(daemon.http_addr, "/devices").await.json();
     assert_eq!(devices[0]["online"], false);
+    daemon.shutdown().await;
+}
+
+/// The door, connected, in a call from the peer, and the call's id and
+/// dialog, with the peer's RTP target.
+async fn door_in_a_call(
+    daemon: &Daemon,
+    peer: &mut SipPeer,
+) -> (Board, String, common::sip::Dialog) {
+    let mut door = Board::connect(daemon, "door", TOKEN, AudioFormat::Pcmu).await;
+    let mut d = peer.invite("1001", "2001", Some("0")).await;
+    let id = call_id_of(&door.expect("RING_ANS:").await);
+    door.send(&format!("CALL_ANS:{id}")).await;
+    let ok = peer.expect_response("INVITE", 200).await;
+    peer.ack(&mut d, &ok).await;
+    door.expect("CALL_ANS:").await;
+    (door, id, d)
+}
+
+#[tokio::test]
+async fn a_device_that_drops_mid_call_resumes_it_within_the_grace_window() {
+    let mut config = config(AudioFormat::Pcmu);
+    config.device_reconnect_grace = Duration::from_secs(5);
+    let daemon = start_with(config).await;
+    let mut peer = SipPeer::new(daemon.sip_addr()).await;
+    let (door, id, d) = door_in_a_call(&daemon, &mut peer).await;
+    // A Wi-Fi blip: the TCP connection is gone, no close frame.
+    drop(door);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let devices = http::get(daemon.http_addr, "/devices").await.json();
+    assert_eq!(devices[0]["online"], false);
+
+    let mut door = Board::open(&daemon, "door", TOKEN, AudioFormat::Pcmu).await;
+    assert_eq!(
+        door.expect("CALL_ANS:").await,
+        format!("CALL_ANS:{id}"),
+        "the call goes on"
+    );
+    let (rtp, _) = d.media.unwrap();
+    peer.send_tone(rtp, 0, &audio::tone(440.0, 160 * 30, 8000.0))
+        .await;
+    door.listen(Duration::from_millis(200)).await;
+    let heard = door.heard.clone();
+    assert!(
+        heard.len() >= 160 * 20,
+        "{} samples after the return",
+        heard.len()
+    );
+    assert_tone(
+        &heard[heard.len() - 160 * 20..],
+        440.0,
+        "audio continues to the new connection",
+    );
+    while let Some((m, _)) = peer.recv(Duration::from_millis(100)).await {
+        assert_ne!(m.method(), Some("BYE"), "the caller was not hung up on");
+    }
+    // The new connection owns the call: it can hang it up.
+    door.send(&format!("HANGUP:{id}")).await;
+    let (bye, from) = peer.expect_request("BYE").await;
+    peer.respond(&bye, from, 200, "OK", None, None).await;
+    assert_eq!(door.expect("BYE:").await, format!("BYE:{id}"));
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_device_that_does_not_come_back_in_time_has_its_call_hung_up() {
+    let mut config = config(AudioFormat::Pcmu);
+    config.device_reconnect_grace = Duration::from_millis(300);
+    let daemon = start_with(config).await;
+    let mut peer = SipPeer::new(daemon.sip_addr()).await;
+    let (door, _id, _d) = door_in_a_call(&daemon, &mut peer).await;
+    let dropped = Instant::now();
+    drop(door);
+    let (bye, from) = peer.expect_request("BYE").await;
+    assert!(
+        dropped.elapsed() >= Duration::from_millis(300),
+        "not before the window ended"
+    );
+    peer.respond(&bye, from, 200, "OK", None, None).await;
     daemon.shutdown().await;
 }

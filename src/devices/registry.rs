@@ -29,6 +29,9 @@ struct Presence {
     since: Option<SystemTime>,
     /// What the firmware said of itself (`HELLO:{json}`).
     info: Option<serde_json::Value>,
+    /// The connection that dropped while in a call, whose call waits for
+    /// the device to come back.
+    orphan: Option<ClientId>,
 }
 
 impl DeviceRegistry {
@@ -89,6 +92,27 @@ impl DeviceSlot {
         p.client = None;
         p.since = Some(SystemTime::now());
         true
+    }
+
+    /// `client` dropped in a call: the next connection may take it over.
+    pub fn set_orphan(&self, client: ClientId) {
+        self.presence().orphan = Some(client);
+    }
+
+    /// The dropped connection whose calls a new connection takes over.
+    pub fn take_orphan(&self) -> Option<ClientId> {
+        self.presence().orphan.take()
+    }
+
+    /// True (and forgotten) if `client` is still the orphan: nobody came
+    /// back for its calls.
+    pub fn take_orphan_if(&self, client: ClientId) -> bool {
+        let mut p = self.presence();
+        if p.orphan == Some(client) {
+            p.orphan = None;
+            return true;
+        }
+        false
     }
 
     pub fn client(&self) -> Option<Arc<ClientHandle>> {

@@ -264,7 +264,9 @@ impl Connection {
         Ok(call)
     }
 
-    fn own(&mut self, call: &Arc<Call>) {
+    /// Takes a call on as this connection's (dialled, answered, or taken
+    /// over from a device's earlier connection).
+    pub fn own(&mut self, call: &Arc<Call>) {
         self.owned.retain(|_, c| c.strong_count() > 0);
         self.owned.insert(call.id.clone(), Arc::downgrade(call));
     }

@@ -27,6 +27,7 @@ use super::connection::Connection;
 use super::error::{ApiError, ErrorBody};
 use super::ws::write_loop;
 use super::AppState;
+use crate::client::ClientId;
 use crate::clock_time::Utc;
 use crate::devices::registry::DeviceSlot;
 use crate::wire::{Event, ProtocolError};
@@ -97,21 +98,37 @@ where
     let board = state.board.clone();
     let id = slot.config.id.clone();
     let (client, queue) = board.connect_device(slot.config.format);
-    match slot.connect(client.clone()) {
+    // The call of an earlier connection, replaced now or dropped within the
+    // grace window, goes on on this one.
+    let earlier = match slot.connect(client.clone()) {
         Some(old) => {
             tracing::info!(device = %id, "device reconnected; the older connection is closed");
             old.close_with(
                 CLOSE_REPLACED,
                 "replaced by a newer connection of this device",
             );
+            Some(old.id)
         }
         None => {
             tracing::info!(device = %id, client = client.id, "device online");
             board.device_presence(&id, true);
+            slot.take_orphan()
         }
-    }
+    };
     let writer = tokio::spawn(write_loop(sink, queue, client.clone()));
     let mut connection = Connection::new(board.clone(), state.dialer.clone(), client.clone());
+    for call in earlier
+        .map(|old| board.adopt_calls(old, &client))
+        .unwrap_or_default()
+    {
+        tracing::info!(device = %id, call = %call.id, "device resumed its call");
+        connection.own(&call);
+        if call.phase() == crate::call::state::Phase::Connected {
+            client.send_event(&Event::CallAns {
+                call: call.id.as_str(),
+            });
+        }
+    }
 
     let interval = board.config.device_ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -141,13 +158,34 @@ where
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
         }
     }
-    board.disconnect_client(client.id);
+    board.release_client(client.id);
     if slot.disconnect(client.id) {
         tracing::info!(device = %id, "device offline");
         board.device_presence(&id, false);
+        if !board.calls_owned_by(client.id).is_empty() {
+            wait_for_return(board.clone(), slot.clone(), client.id);
+        }
     }
     client.closing.cancel();
     let _ = writer.await;
+}
+
+/// A device dropped in a call (a Wi-Fi blip): its call goes on, unheard,
+/// for the grace window, and is hung up if no new connection took it over.
+fn wait_for_return(
+    board: Arc<crate::switchboard::Switchboard>,
+    slot: Arc<DeviceSlot>,
+    client: ClientId,
+) {
+    slot.set_orphan(client);
+    let grace = board.config.device_reconnect_grace;
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        if slot.take_orphan_if(client) {
+            tracing::info!(device = %slot.config.id, ?grace, "device did not come back for its call; hanging up");
+            board.hang_up_calls_of(client);
+        }
+    });
 }
 
 /// `HELLO:{json}`: what the firmware tells of itself (version, RSSI, ...),

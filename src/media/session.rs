@@ -194,6 +194,22 @@ impl MediaSession {
         self.stopped.load(Ordering::Acquire)
     }
 
+    /// The far end's audio goes to `owner` from now on (a device that came
+    /// back on a new connection).
+    pub fn switch_owner(self: &Arc<Self>, owner: Arc<ClientHandle>) {
+        if let Some(task) = self
+            .receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+        if !self.is_stopped() {
+            self.start_receiving(owner);
+        }
+    }
+
     /// Starts the receive task, forwarding the far end's audio to `owner`
     /// unless it takes no audio (a call driven over REST).
     pub fn start_receiving(self: &Arc<Self>, owner: Arc<ClientHandle>) {
@@ -239,6 +255,9 @@ async fn receive(session: Arc<MediaSession>, owner: Option<AudioStream>) {
         .map(|o| Forwarder::new(session.call.clone(), o.0.clone()));
     let mut latched: Option<SocketAddr> = None;
     let mut reception = ReceptionStats::default();
+    // Added, not stored: a new receive task (after an owner switch) adds to
+    // what the one before it counted.
+    let mut expected_reported = 0;
     loop {
         let (len, from) = match session.rtp.socket.recv_from(&mut datagram).await {
             Ok(r) => r,
@@ -264,9 +283,12 @@ async fn receive(session: Arc<MediaSession>, owner: Option<AudioStream>) {
             continue;
         }
         let arrival = reception.on_packet(packet.sequence, packet.timestamp);
-        stats
-            .packets_expected
-            .store(reception.expected(), Ordering::Relaxed);
+        let expected = reception.expected();
+        stats.packets_expected.fetch_add(
+            expected.saturating_sub(expected_reported),
+            Ordering::Relaxed,
+        );
+        expected_reported = expected.max(expected_reported);
         match arrival {
             Arrival::InOrder => {}
             Arrival::OutOfOrder => {
