@@ -4,6 +4,7 @@
 
 pub mod g711;
 pub mod jitter;
+pub mod pace;
 pub mod playout;
 pub mod prompt;
 pub mod rtp;

@@ -121,6 +121,13 @@ impl PlayoutQueue {
         n
     }
 
+    /// Moves up to `n` samples into `out`; returns how many there were.
+    pub fn take(&mut self, n: usize, out: &mut Vec<i16>) -> usize {
+        let n = n.min(self.samples.len());
+        out.extend(self.samples.drain(..n));
+        n
+    }
+
     /// Drops everything queued (barge-in, hang-up).
     pub fn clear(&mut self) {
         self.samples.clear();

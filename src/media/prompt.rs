@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use super::pace::{stretch_into, PaceKeeper};
 use super::playout::{PlayoutQueue, QueueFull, FRAME_SAMPLES};
 
 /// A prompt ready to play: 8 kHz mono samples, shared by every call playing it.
@@ -48,6 +49,10 @@ impl Playing {
 pub struct OutboundAudio {
     queue: PlayoutQueue,
     playing: Option<Playing>,
+    /// Set while a device (on a clock of its own) feeds the queue.
+    pace: Option<PaceKeeper>,
+    /// Reused for paced frames.
+    taken: Vec<i16>,
 }
 
 impl OutboundAudio {
@@ -55,7 +60,15 @@ impl OutboundAudio {
         OutboundAudio {
             queue: PlayoutQueue::new(queue_capacity),
             playing: None,
+            pace: None,
+            taken: Vec::with_capacity(FRAME_SAMPLES + 1),
         }
+    }
+
+    /// Client audio arrives on a clock other than ours (a device): keep
+    /// its queue near a steady depth instead of playing it as it comes.
+    pub fn follow_device_clock(&mut self, on: bool) {
+        self.pace = on.then(PaceKeeper::new);
     }
 
     /// Starts a prompt now, replacing (and reporting) any prompt playing.
@@ -88,7 +101,23 @@ impl OutboundAudio {
     /// Fills this tick's frame; reports a prompt that ran out in it.
     pub fn next_frame(&mut self, frame: &mut [i16; FRAME_SAMPLES]) -> Option<PromptEnded> {
         let Some(playing) = &mut self.playing else {
-            self.queue.pop_frame(frame);
+            match &mut self.pace {
+                None => {
+                    self.queue.pop_frame(frame);
+                }
+                Some(keeper) => {
+                    let want = keeper.samples_for_frame(self.queue.len());
+                    self.taken.clear();
+                    self.queue.take(want, &mut self.taken);
+                    if self.taken.len() == want {
+                        stretch_into(&self.taken, frame);
+                    } else {
+                        // Ran dry: what there is, then silence.
+                        frame[..self.taken.len()].copy_from_slice(&self.taken);
+                        frame[self.taken.len()..].fill(0);
+                    }
+                }
+            }
             return None;
         };
         let rest = &playing.prompt.samples[playing.position..];

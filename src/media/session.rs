@@ -213,6 +213,9 @@ impl MediaSession {
     /// Starts the receive task, forwarding the far end's audio to `owner`
     /// unless it takes no audio (a call driven over REST).
     pub fn start_receiving(self: &Arc<Self>, owner: Arc<ClientHandle>) {
+        self.outbound()
+            .audio
+            .follow_device_clock(owner.device_format.is_some());
         let forward = owner.takes_audio().then(|| {
             owner.audio_stream_started();
             AudioStream(owner)
