@@ -89,6 +89,8 @@ pub struct ClientHandle {
     takes_audio: bool,
     /// Set for a device: its audio goes as binary frames in this format.
     pub device_format: Option<crate::devices::AudioFormat>,
+    /// Set for a device: its extension, the caller id of the calls it places.
+    pub extension: Option<String>,
     /// Why the connection is being closed, for its close frame.
     close_reason: std::sync::Mutex<Option<(u16, String)>>,
 }
@@ -111,6 +113,7 @@ impl ClientHandle {
             frames_dropped: AtomicU64::new(0),
             takes_audio: true,
             device_format: None,
+            extension: None,
             close_reason: Default::default(),
         };
         (handle, rx)
@@ -121,10 +124,19 @@ impl ClientHandle {
     pub fn device(
         id: ClientId,
         format: crate::devices::AudioFormat,
+        extension: &str,
     ) -> (ClientHandle, mpsc::Receiver<Outgoing>) {
         let (mut handle, rx) = ClientHandle::new(id, Dialect::V1, OfferFilter::Nothing);
         handle.device_format = Some(format);
+        handle.extension = Some(extension.to_string());
         (handle, rx)
+    }
+
+    /// Who this client is as a caller: a device's extension, else `client-{id}`.
+    pub fn caller_id(&self) -> String {
+        self.extension
+            .clone()
+            .unwrap_or_else(|| format!("client-{}", self.id))
     }
 
     /// Closes the connection with this close code and reason.

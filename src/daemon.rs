@@ -74,7 +74,10 @@ impl Daemon {
             .map_err(|source| StartError::Http { addr, source })?;
         let app = http::router(AppState {
             board: board.clone(),
-            dialer: sip.clone(),
+            dialer: Arc::new(crate::local::Dialing {
+                board: board.clone(),
+                sip: sip.clone(),
+            }),
         });
         let listener = axum::serve::ListenerExt::tap_io(listener, http::tune_socket);
         let graceful = stop_http.clone();

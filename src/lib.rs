@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod devices;
 pub mod events;
 pub mod http;
+pub mod local;
 pub mod media;
 pub mod metrics;
 pub mod prompts;

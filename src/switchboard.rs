@@ -121,10 +121,10 @@ impl Switchboard {
     /// A device's connection, registered like a client's.
     pub fn connect_device(
         &self,
-        format: crate::devices::AudioFormat,
+        device: &crate::devices::DeviceConfig,
     ) -> (Arc<ClientHandle>, mpsc::Receiver<Outgoing>) {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
-        let (handle, queue) = ClientHandle::device(id, format);
+        let (handle, queue) = ClientHandle::device(id, device.format, &device.extension);
         let handle = Arc::new(handle);
         self.clients.insert(id, handle.clone());
         (handle, queue)
@@ -189,6 +189,14 @@ impl Switchboard {
     /// Whether a client owns a call that has not ended, or has one offered.
     pub fn in_a_call(&self, client: &ClientHandle) -> bool {
         self.call_of(client).is_some()
+    }
+
+    /// Whether a connected client takes calls to `number` by name
+    /// (`/ws?offers=...`): such numbers are answered inside siprelay.
+    pub fn takes_by_name(&self, number: &str) -> bool {
+        self.clients
+            .iter()
+            .any(|c| matches!(&c.offers, crate::client::OfferFilter::Numbers(n) if n.iter().any(|n| n == number)))
     }
 
     /// The id of the call a client owns or is offered, if it has one.

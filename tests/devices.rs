@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use base64::Engine;
 use common::audio::{self, assert_tone};
 use common::http;
 use common::sip::SipPeer;
@@ -410,5 +411,117 @@ async fn a_device_that_does_not_come_back_in_time_has_its_call_hung_up() {
         "not before the window ended"
     );
     peer.respond(&bye, from, 200, "OK", None, None).await;
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_application_calls_a_device_by_its_extension_without_sip() {
+    let daemon = start_with(config(AudioFormat::Pcmu)).await;
+    let mut app = WsClient::connect(&daemon).await;
+    // Offline first: the call fails as an INVITE to it would.
+    app.send("CALL:2001").await;
+    app.expect("CALLING:2001##").await;
+    assert!(app
+        .expect("CALL_FAILED:")
+        .await
+        .starts_with("CALL_FAILED:480 "));
+
+    let mut door = Board::connect(&daemon, "door", TOKEN, AudioFormat::Pcmu).await;
+    app.expect("DEVICE:door##online").await;
+    app.send("CALL:2001").await;
+    let id = call_id_of(&app.expect("CALLING:2001##").await);
+    assert_eq!(app.expect("RINGING:").await, format!("RINGING:{id}"));
+    let ring = door.expect("RING_ANS:client-").await;
+    let leg = call_id_of(&ring);
+    door.send(&format!("CALL_ANS:{leg}")).await;
+    door.expect("CALL_ANS:").await;
+    assert_eq!(app.expect("CALL_ANS:").await, format!("CALL_ANS:{id}"));
+
+    // Application → device.
+    let tone = audio::to_le_bytes(&audio::tone(1000.0, 8000, 8000.0));
+    app.send(&format!("RTP:{id}##{}", common::B64.encode(&tone)))
+        .await;
+    door.listen(Duration::from_millis(700)).await;
+    let heard = door.heard.clone();
+    let loud: Vec<i16> = heard
+        .chunks(160)
+        .filter(|f| audio::rms(f) > 1000.0)
+        .flatten()
+        .copied()
+        .collect();
+    assert!(loud.len() >= 160 * 25, "{} loud samples", loud.len());
+    assert_tone(&loud, 1000.0, "the device hears the application");
+
+    // Device → application.
+    let tone = audio::tone(600.0, 160 * 30, 8000.0);
+    let ((), from_door) = tokio::join!(door.speak(&tone), app.record(Duration::from_millis(800)));
+    let loud: Vec<i16> = from_door
+        .chunks(160)
+        .filter(|f| audio::rms(f) > 1000.0)
+        .flatten()
+        .copied()
+        .collect();
+    assert!(loud.len() >= 160 * 20, "{} loud samples", loud.len());
+    assert_tone(&loud, 600.0, "the application hears the device");
+
+    app.send(&format!("HANGUP:{id}")).await;
+    assert_eq!(app.expect("BYE:").await, format!("BYE:{id}"));
+    assert_eq!(door.expect("BYE:").await, format!("BYE:{leg}"));
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_device_calls_another_device_and_an_application_number() {
+    let daemon = start_with(config(AudioFormat::Pcmu)).await;
+    let mut door = Board::connect(&daemon, "door", TOKEN, AudioFormat::Pcmu).await;
+    let mut gate = Board::connect(&daemon, "gate", "gate-token-0123456789", AudioFormat::L16).await;
+    door.send("CALL:2002").await;
+    let id = call_id_of(&door.expect("CALLING:").await);
+    let ring = gate.expect("RING_ANS:").await;
+    assert!(
+        ring.starts_with("RING_ANS:2001##"),
+        "the caller id is the extension: {ring}"
+    );
+    let leg = call_id_of(&ring);
+    // The gate is busy now: a SIP call to it gets 486.
+    let mut peer = SipPeer::new(daemon.sip_addr()).await;
+    let busy = peer.invite("1001", "2002", Some("0")).await;
+    let resp = peer.expect_response("INVITE", 486).await;
+    peer.ack_failure(&busy, &resp).await;
+
+    gate.send(&format!("CALL_ANS:{leg}")).await;
+    gate.expect("CALL_ANS:").await;
+    door.expect("RINGING:").await;
+    door.expect("CALL_ANS:").await;
+    let tone = audio::tone(440.0, 160 * 40, 8000.0);
+    let ((), ()) = tokio::join!(door.speak(&tone), gate.listen(Duration::from_millis(900)));
+    let loud: Vec<i16> = gate
+        .heard
+        .chunks(160)
+        .filter(|f| audio::rms(f) > 1000.0)
+        .flatten()
+        .copied()
+        .collect();
+    assert!(loud.len() >= 160 * 25, "{} loud samples", loud.len());
+    assert_tone(
+        &loud,
+        440.0,
+        "µ-law from one board reaches the other as L16",
+    );
+    gate.send(&format!("HANGUP:{leg}")).await;
+    assert_eq!(door.expect("BYE:").await, format!("BYE:{id}"));
+
+    // A number an application takes by name is answered inside siprelay too.
+    let mut desk = WsClient::connect_path(daemon.http_addr, "/ws?offers=3000").await;
+    door.send("CALL:3000").await;
+    let id = call_id_of(&door.expect("CALLING:3000##").await);
+    let ring = desk.expect("RING_ANS:2001##").await;
+    desk.send(&format!("CALL_IGNORE:{}", call_id_of(&ring)))
+        .await;
+    assert_eq!(door.expect("RINGING:").await, format!("RINGING:{id}"));
+    assert_eq!(
+        door.expect("CALL_IGNORE:").await,
+        format!("CALL_IGNORE:{id}")
+    );
     daemon.shutdown().await;
 }

@@ -172,6 +172,14 @@ impl Call {
     }
 }
 
+/// Waits until `deadline`, or forever without one (a call's ring timer).
+pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 const PHASES: [Phase; 6] = [
     Phase::Offered,
     Phase::Dialing,

@@ -97,7 +97,7 @@ where
 {
     let board = state.board.clone();
     let id = slot.config.id.clone();
-    let (client, queue) = board.connect_device(slot.config.format);
+    let (client, queue) = board.connect_device(&slot.config);
     // The call of an earlier connection, replaced now or dropped within the
     // grace window, goes on on this one.
     let earlier = match slot.connect(client.clone()) {

@@ -161,7 +161,7 @@ impl InboundCall {
                     },
                     None => self.input(Input::RemoteBye),
                 },
-                _ = sleep_until(deadline) => self.state.handle_timeout(Instant::now()),
+                _ = crate::call::handle::sleep_until(deadline) => self.state.handle_timeout(Instant::now()),
             };
             self.call.set_phase(self.state.phase());
             self.call.set_sip_status(self.state.sip_status());
@@ -225,12 +225,5 @@ impl InboundCall {
             }
         }
         false
-    }
-}
-
-pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
