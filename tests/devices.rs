@@ -48,6 +48,8 @@ struct Board {
     format: AudioFormat,
     /// Audio frames received, decoded.
     heard: Vec<i16>,
+    /// When each frame arrived.
+    arrivals: Vec<Instant>,
 }
 
 impl Board {
@@ -69,6 +71,7 @@ impl Board {
             ws,
             format,
             heard: Vec::new(),
+            arrivals: Vec::new(),
         }
     }
 
@@ -95,6 +98,7 @@ impl Board {
         let mut pcm = Vec::new();
         self.format.decode_to_pcm_bytes(frame, &mut pcm).unwrap();
         self.heard.extend(audio::from_le_bytes(&pcm));
+        self.arrivals.push(Instant::now());
     }
 
     async fn expect(&mut self, prefix: &str) -> String {
@@ -522,6 +526,58 @@ async fn a_device_calls_another_device_and_an_application_number() {
     assert_eq!(
         door.expect("CALL_IGNORE:").await,
         format!("CALL_IGNORE:{id}")
+    );
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_device_gets_the_far_ends_audio_paced_on_siprelays_clock() {
+    let daemon = start_with(config(AudioFormat::Pcmu)).await;
+    let mut peer = SipPeer::new(daemon.sip_addr()).await;
+    let (mut door, _id, d) = door_in_a_call(&daemon, &mut peer).await;
+    let (rtp, _) = d.media.unwrap();
+    door.listen(Duration::from_millis(100)).await;
+    door.heard.clear();
+    door.arrivals.clear();
+    // 25 packets of tone in bursts of 5 every 100 ms, as a far end behind a
+    // bursty link delivers them, while the board listens.
+    let tone = audio::tone(440.0, 160 * 25, 8000.0);
+    let send = async {
+        for (i, frame) in tone.chunks(160).enumerate() {
+            if i > 0 && i % 5 == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+            pkt[2..4].copy_from_slice(&(i as u16).to_be_bytes());
+            pkt[4..8].copy_from_slice(&((i * 160) as u32).to_be_bytes());
+            pkt.extend(frame.iter().map(|&x| audio::ulaw_encode(x)));
+            peer.rtp.send_to(&pkt, rtp).await.unwrap();
+        }
+    };
+    let ((), ()) = tokio::join!(send, door.listen(Duration::from_millis(900)));
+    let loud: Vec<usize> = door
+        .heard
+        .chunks(160)
+        .enumerate()
+        .filter(|(_, f)| audio::rms(f) > 1000.0)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(loud.len() >= 24, "{} frames of tone", loud.len());
+    // Played out one frame a tick, not passed on in bursts of five.
+    let bunched = loud
+        .windows(2)
+        .filter(|w| door.arrivals[w[1]] - door.arrivals[w[0]] < Duration::from_millis(5))
+        .count();
+    assert!(
+        bunched <= 3,
+        "{bunched} of {} frames came on the heels of the one before",
+        loud.len()
+    );
+    // And between calls' audio, the frames keep coming: silence, every tick.
+    assert!(
+        door.heard.len() >= 160 * 40,
+        "{} samples in 0.9 s",
+        door.heard.len()
     );
     daemon.shutdown().await;
 }

@@ -111,6 +111,7 @@ impl Stream {
         if let Some(ended) = prompt_ended {
             s.prompt_ended(ended);
         }
+        s.tick_device();
         if let Some(tap) = s.recording.get() {
             recorded.push(tap.lock().unwrap_or_else(|e| e.into_inner()).tick(pcm));
         }

@@ -15,6 +15,7 @@ use tokio::task::AbortHandle;
 
 use std::sync::OnceLock;
 
+use super::jitter::JitterBuffer;
 use super::playout::{QueueFull, FRAME_SAMPLES};
 use super::prompt::{OutboundAudio, Prompt, PromptEnded};
 use super::rtp::{Arrival, ReceptionStats, RtpPacket};
@@ -94,6 +95,9 @@ pub struct MediaSession {
     pub recording: OnceLock<Mutex<RecordTap>>,
     /// Told when a prompt ends (`PLAYED`, hang-up after play).
     prompt_listener: OnceLock<PromptListener>,
+    /// Set while a device owns the call: the far end's audio waits here and
+    /// goes to the device one frame per tick, on the media clock.
+    device_out: Mutex<Option<DeviceOut>>,
     /// Set when the call ends: the clock drops the session at its next tick.
     stopped: AtomicBool,
     /// The receive task, aborted when the call ends. (A flag checked per
@@ -114,6 +118,7 @@ impl MediaSession {
             stats: MediaStats::default(),
             recording: OnceLock::new(),
             prompt_listener: OnceLock::new(),
+            device_out: Mutex::new(None),
             stopped: AtomicBool::new(false),
             receiver: Mutex::new(None),
         })
@@ -216,7 +221,17 @@ impl MediaSession {
         self.outbound()
             .audio
             .follow_device_clock(owner.device_format.is_some());
-        let forward = owner.takes_audio().then(|| {
+        *self.device_out.lock().unwrap_or_else(|e| e.into_inner()) =
+            owner.device_format.map(|format| {
+                owner.audio_stream_started();
+                DeviceOut {
+                    owner: owner.clone(),
+                    format,
+                    jitter: JitterBuffer::new(),
+                }
+            });
+        let direct = owner.takes_audio() && owner.device_format.is_none();
+        let forward = direct.then(|| {
             owner.audio_stream_started();
             AudioStream(owner)
         });
@@ -226,6 +241,46 @@ impl MediaSession {
             task.abort();
         } else {
             *slot = Some(task.abort_handle());
+        }
+    }
+}
+
+/// The far end's audio on its way to a device.
+#[derive(Debug)]
+struct DeviceOut {
+    owner: Arc<ClientHandle>,
+    format: crate::devices::AudioFormat,
+    jitter: JitterBuffer,
+}
+
+impl Drop for DeviceOut {
+    fn drop(&mut self) {
+        self.owner.audio_stream_ended();
+    }
+}
+
+impl MediaSession {
+    /// Media clock, once a tick: the device's next frame.
+    pub fn tick_device(&self) {
+        let mut out = self.device_out.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(out) = out.as_mut() else {
+            return;
+        };
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        out.jitter.pop_frame(&mut pcm);
+        let mut frame = Vec::with_capacity(out.format.frame_bytes());
+        out.format.encode(&pcm, &mut frame);
+        out.owner.send_device_audio(frame);
+    }
+
+    fn feed_device(&self, timestamp: u32, pcm: &[i16]) {
+        if let Some(out) = self
+            .device_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            out.jitter.push(timestamp, pcm);
         }
     }
 }
@@ -312,8 +367,9 @@ async fn receive(session: Arc<MediaSession>, owner: Option<AudioStream>) {
         let pcm = &mut decoded[..packet.payload.len()];
         session.codec.law.decode(packet.payload, pcm);
         session.record_far(packet.timestamp, pcm);
-        if let Some(forward) = &mut forward {
-            forward.push(pcm);
+        match &mut forward {
+            Some(forward) => forward.push(pcm),
+            None => session.feed_device(packet.timestamp, pcm),
         }
     }
 }
@@ -351,12 +407,6 @@ impl Forwarder {
 
     fn emit(&mut self) {
         self.filled = 0;
-        if let Some(format) = self.owner.device_format {
-            let mut frame = Vec::with_capacity(format.frame_bytes());
-            format.encode(&self.pcm, &mut frame);
-            self.owner.send_device_audio(frame);
-            return;
-        }
         let mut bytes = [0u8; FRAME_SAMPLES * 2];
         for (pair, s) in bytes.chunks_exact_mut(2).zip(self.pcm) {
             pair.copy_from_slice(&s.to_le_bytes());
