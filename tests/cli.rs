@@ -44,7 +44,7 @@ fn sigterm_stops_the_daemon_within_seconds() {
             "--http-listen",
             "127.0.0.1:0",
             "--rtp-ports",
-            "47000-47099",
+            "30100-30199",
             "--no-record",
         ])
         .args(["--log-format", "json"])

@@ -82,7 +82,7 @@ fn the_wav(dir: &Path) -> PathBuf {
 async fn a_recording_cut_short_by_kill_9_is_repaired_at_the_next_start() {
     let dir = std::env::temp_dir().join(format!("siprelay-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut first = start(&dir, "47200-47219");
+    let mut first = start(&dir, "30200-30219");
     let mut ws = WsClient::connect_path(first.http, "/ws").await;
     let mut peer = SipPeer::new(first.sip).await;
     let (_id, d) = connected_call(&mut ws, &mut peer).await;
@@ -103,7 +103,7 @@ async fn a_recording_cut_short_by_kill_9_is_repaired_at_the_next_start() {
     );
     drop(before);
 
-    let mut second = start(&dir, "47220-47239");
+    let mut second = start(&dir, "30220-30239");
     let repaired = second
         .startup
         .iter()

@@ -22,13 +22,15 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// Each test gets its own slice of RTP ports, so tests in one binary can
-/// run in parallel without fighting over ports.
+/// run in parallel without fighting over ports. The slices lie below
+/// Linux's ephemeral range (32768 up), where the tests' own `bind(:0)`
+/// sockets would otherwise take ports a daemon counts on.
 pub fn rtp_range(pairs: u16) -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let span = pairs as u32 * 2 + 2;
     let offset =
-        (std::process::id() * 200 + NEXT.fetch_add(span as u16, Ordering::Relaxed) as u32) % 28000;
-    let start = (30000 + offset) & !1;
+        (std::process::id() * 200 + NEXT.fetch_add(span as u16, Ordering::Relaxed) as u32) % 20000;
+    let start = (10000 + offset) & !1;
     (start as u16, (start + pairs as u32 * 2 - 1) as u16)
 }
 
