@@ -25,7 +25,7 @@ pub const BACKLOG: usize = 1024;
 pub struct CallEvent {
     /// The WebSocket protocol's name for it: `RING_ANS`, `CALLING`,
     /// `RINGING`, `CALL_ANS`, `CALL_IGNORE`, `RING_IGNORE`, `CALL_FAILED`,
-    /// `BYE`, `PLAYED` or `ERROR`.
+    /// `BYE`, `PLAYED`, `DTMF` or `ERROR`.
     pub event: &'static str,
     pub call_id: String,
     /// `inbound` or `outbound`.
@@ -41,6 +41,9 @@ pub struct CallEvent {
     /// `PLAYED`: the file's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `DTMF`: the key the far end pressed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digit: Option<String>,
     /// When it happened (UTC, RFC 3339 with milliseconds).
     pub at: String,
 }
@@ -56,6 +59,7 @@ impl CallEvent {
             status: None,
             reason: None,
             name: None,
+            digit: None,
             at: Utc::from_system(SystemTime::now()).rfc3339(),
         }
     }

@@ -421,11 +421,18 @@ impl Switchboard {
     ) {
         let _ = call.answered.set(SystemTime::now());
         let script = call.script();
-        let session = MediaSession::new(call.id.clone(), binding, remote.codec, remote.rtp);
+        let session = MediaSession::new(
+            call.id.clone(),
+            binding,
+            remote.codec,
+            remote.telephone_event,
+            remote.rtp,
+        );
         if call.media.set(session.clone()).is_err() {
             return;
         }
         session.on_prompt_end(self.prompt_listener(call));
+        session.on_dtmf(self.dtmf_listener(call));
         let greets = call.direction == Direction::Inbound || self.config.greeting_outbound;
         if let Some(greeting) = self.prompts.greeting().filter(|_| greets) {
             session.play(greeting, true);
@@ -435,6 +442,27 @@ impl Switchboard {
         }
         self.clock.add(session.clone());
         session.start_receiving(owner);
+    }
+
+    /// The far end pressed a key: the owner and watchers hear it.
+    fn dtmf_listener(&self, call: &Arc<Call>) -> impl Fn(char) + Send + Sync + 'static {
+        let call = Arc::downgrade(call);
+        let events = self.events.clone();
+        move |digit| {
+            let Some(call) = call.upgrade() else {
+                return;
+            };
+            if let Some(owner) = call.owner() {
+                owner.send_event(&Event::Dtmf {
+                    call: call.id.as_str(),
+                    digit,
+                });
+            }
+            events.publish(|| CallEvent {
+                digit: Some(digit.to_string()),
+                ..CallEvent::new("DTMF", &call)
+            });
+        }
     }
 
     /// What happens when a prompt ends: `PLAYED` to the owner and watchers

@@ -9,6 +9,7 @@
 //! POST   /calls/{id}/reject      {"status": 486}; 486 if no body
 //! POST   /calls/{id}/hangup      (or DELETE /calls/{id}); an offered call is rejected with 486
 //! POST   /calls/{id}/play        {"name", "hangup_after_play"?}
+//! POST   /calls/{id}/dtmf        {"digits"}
 //! ```
 //!
 //! A call placed or answered here has no WebSocket owner: it plays what it
@@ -91,6 +92,15 @@ pub struct PlayFile {
     /// Hang up once it has played to its end.
     #[serde(default)]
     pub hangup_after_play: bool,
+}
+
+/// `POST /calls/{id}/dtmf`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendDtmf {
+    /// 1 to 32 of 0-9, *, #, A-D.
+    #[schema(example = "1234#")]
+    pub digits: String,
 }
 
 /// A call as the session manager sees it.
@@ -447,5 +457,35 @@ pub async fn play(
         call.set_hangup_after_play();
     }
     media.play(prompt, false);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sends DTMF digits into a connected call (RFC 4733 events, or in-band
+/// tones when the far end did not negotiate them).
+#[utoipa::path(post, path = "/calls/{id}/dtmf", tag = "calls",
+    params(("id" = String, Path, description = "The call id")),
+    request_body = SendDtmf,
+    responses(
+        (status = 204, description = "Queued"),
+        (status = 400, description = "Bad body or digits", body = ErrorBody),
+        (status = 404, description = "No such call", body = ErrorBody),
+        (status = 409, description = "The call is not connected", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    ))]
+pub async fn dtmf(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let req: SendDtmf = json_body(&body?)?;
+    let call = find(&state.board, &id)?;
+    let media = call
+        .media
+        .get()
+        .filter(|_| call.phase() == Phase::Connected)
+        .ok_or_else(|| ApiError::wrong_state(format!("call {id} is not connected")))?;
+    media
+        .send_dtmf(&req.digits)
+        .map_err(|e| ApiError::bad_request(format!("digits: {e}")))?;
     Ok(StatusCode::NO_CONTENT)
 }

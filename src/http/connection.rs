@@ -83,6 +83,15 @@ impl Connection {
             // and answers only when it is not talking already.
             Command::Call { .. } if self.device_busy(true) => Err(device_busy()),
             Command::Answer { .. } if self.device_busy(false) => Err(device_busy()),
+            Command::Dtmf { call, digits } => {
+                let call = match call {
+                    Some(id) => self.owned_call(id)?,
+                    None => self.only_call()?,
+                };
+                connected(&call)?
+                    .send_dtmf(digits)
+                    .map_err(|e| ProtocolError::bad_request(e.to_string()))
+            }
             Command::Call { target } => self.dial(target),
             Command::Answer { call } => self.answer(call).await,
             Command::Reject { call, status } => {

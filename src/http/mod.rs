@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/calls/{id}/reject", post(calls::reject))
         .route("/calls/{id}/hangup", post(calls::hangup))
         .route("/calls/{id}/play", post(calls::play))
+        .route("/calls/{id}/dtmf", post(calls::dtmf))
         .route("/events", get(events::stream))
         .route("/metrics", get(observe::metrics))
         .route("/healthz", get(observe::healthz))

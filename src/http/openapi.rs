@@ -17,7 +17,7 @@ use super::{calls, device, events, observe, recordings};
     ),
     paths(
         calls::place, calls::list, calls::get_one, calls::answer, calls::reject,
-        calls::hangup, calls::delete, calls::play,
+        calls::hangup, calls::delete, calls::play, calls::dtmf,
         events::stream,
         recordings::list, recordings::sidecar, recordings::wav, recordings::delete,
         observe::metrics, observe::healthz, observe::readyz,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use super::dtmf::DtmfTick;
 use super::playout::FRAME_SAMPLES;
 use super::rtp::{write_header, HEADER_LEN};
 use super::session::MediaSession;
@@ -103,10 +104,14 @@ impl Stream {
         if s.is_stopped() {
             return false;
         }
-        let (peer, prompt_ended) = {
+        let (peer, prompt_ended, dtmf) = {
             let mut out = s.outbound();
-            let ended = out.audio.next_frame(pcm);
-            (out.peer, ended)
+            let dtmf = out.dtmf.next_frame(s.telephone_event.is_some(), pcm);
+            let ended = match dtmf {
+                DtmfTick::Idle => out.audio.next_frame(pcm),
+                _ => None,
+            };
+            (out.peer, ended, dtmf)
         };
         if let Some(ended) = prompt_ended {
             s.prompt_ended(ended);
@@ -116,16 +121,42 @@ impl Stream {
             recorded.push(tap.lock().unwrap_or_else(|e| e.into_inner()).tick(pcm));
         }
         let (header, payload) = packet.split_at_mut(HEADER_LEN);
-        write_header(
-            header.try_into().unwrap(),
-            self.first,
-            s.codec.payload_type,
-            self.sequence,
-            self.timestamp,
-            self.ssrc,
-        );
-        s.codec.law.encode(pcm, payload);
-        match s.rtp.socket.try_send_to(packet, peer) {
+        let len = match (dtmf, s.telephone_event) {
+            (
+                DtmfTick::Event {
+                    event,
+                    first,
+                    start_offset,
+                },
+                Some(pt),
+            ) => {
+                // All packets of one event carry the timestamp of its start.
+                let start = self.timestamp.wrapping_sub(start_offset);
+                write_header(
+                    header.try_into().unwrap(),
+                    first,
+                    pt,
+                    self.sequence,
+                    start,
+                    self.ssrc,
+                );
+                event.write((&mut payload[..4]).try_into().unwrap());
+                HEADER_LEN + 4
+            }
+            _ => {
+                write_header(
+                    header.try_into().unwrap(),
+                    self.first,
+                    s.codec.payload_type,
+                    self.sequence,
+                    self.timestamp,
+                    self.ssrc,
+                );
+                s.codec.law.encode(pcm, payload);
+                HEADER_LEN + FRAME_SAMPLES
+            }
+        };
+        match s.rtp.socket.try_send_to(&packet[..len], peer) {
             Ok(_) => s.stats.packets_out.fetch_add(1, Ordering::Relaxed),
             Err(_) => s.stats.send_errors.fetch_add(1, Ordering::Relaxed),
         };

@@ -2,6 +2,7 @@
 //! in, prompt decoding (pure), plus the per-call media sessions and the
 //! shared media clock (IO).
 
+pub mod dtmf;
 pub mod g711;
 pub mod jitter;
 pub mod pace;

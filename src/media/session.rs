@@ -15,6 +15,7 @@ use tokio::task::AbortHandle;
 
 use std::sync::OnceLock;
 
+use super::dtmf::{DtmfDetector, DtmfError, DtmfSender};
 use super::jitter::JitterBuffer;
 use super::playout::{QueueFull, FRAME_SAMPLES};
 use super::prompt::{OutboundAudio, Prompt, PromptEnded};
@@ -33,6 +34,8 @@ pub const PLAYOUT_CAPACITY: usize = 60 * 8000;
 #[derive(Debug)]
 pub struct Outbound {
     pub audio: OutboundAudio,
+    /// Digits to send; while any wait, they go out instead of the audio.
+    pub dtmf: DtmfSender,
     /// Where RTP goes: the SDP address until the far end's first packet, then
     /// wherever that packet came from (symmetric RTP).
     pub peer: SocketAddr,
@@ -89,12 +92,16 @@ pub struct MediaSession {
     pub call: CallId,
     pub rtp: RtpBinding,
     pub codec: Codec,
+    /// The far end's telephone-event payload type, if it takes RFC 4733 DTMF.
+    pub telephone_event: Option<u8>,
     pub outbound: Mutex<Outbound>,
     pub stats: MediaStats,
     /// Both directions for the recording, once it starts (when the call is recorded).
     pub recording: OnceLock<Mutex<RecordTap>>,
     /// Told when a prompt ends (`PLAYED`, hang-up after play).
     prompt_listener: OnceLock<PromptListener>,
+    /// Told when the far end presses a key.
+    dtmf_listener: OnceLock<DtmfListener>,
     /// Set while a device owns the call: the far end's audio waits here and
     /// goes to the device one frame per tick, on the media clock.
     device_out: Mutex<Option<DeviceOut>>,
@@ -106,18 +113,27 @@ pub struct MediaSession {
 }
 
 impl MediaSession {
-    pub fn new(call: CallId, rtp: RtpBinding, codec: Codec, peer: SocketAddr) -> Arc<Self> {
+    pub fn new(
+        call: CallId,
+        rtp: RtpBinding,
+        codec: Codec,
+        telephone_event: Option<u8>,
+        peer: SocketAddr,
+    ) -> Arc<Self> {
         Arc::new(MediaSession {
             call,
             rtp,
             codec,
+            telephone_event,
             outbound: Mutex::new(Outbound {
                 audio: OutboundAudio::new(PLAYOUT_CAPACITY),
+                dtmf: DtmfSender::default(),
                 peer,
             }),
             stats: MediaStats::default(),
             recording: OnceLock::new(),
             prompt_listener: OnceLock::new(),
+            dtmf_listener: OnceLock::new(),
             device_out: Mutex::new(None),
             stopped: AtomicBool::new(false),
             receiver: Mutex::new(None),
@@ -153,6 +169,16 @@ impl MediaSession {
     /// Records both directions from the next tick on.
     pub fn start_recording(&self, tap: RecordTap) {
         let _ = self.recording.set(Mutex::new(tap));
+    }
+
+    /// Sends DTMF digits to the far end, after any still waiting.
+    pub fn send_dtmf(&self, digits: &str) -> Result<(), DtmfError> {
+        self.outbound().dtmf.push(digits)
+    }
+
+    /// Whom to tell when the far end presses a key; set once, when media starts.
+    pub fn on_dtmf(&self, listener: impl Fn(char) + Send + Sync + 'static) {
+        let _ = self.dtmf_listener.set(DtmfListener(Box::new(listener)));
     }
 
     /// Whom to tell when a prompt ends; set once, when media starts.
@@ -287,6 +313,14 @@ impl MediaSession {
 
 struct PromptListener(Box<dyn Fn(&PromptEnded) + Send + Sync>);
 
+struct DtmfListener(Box<dyn Fn(char) + Send + Sync>);
+
+impl std::fmt::Debug for DtmfListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DtmfListener")
+    }
+}
+
 impl std::fmt::Debug for PromptListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PromptListener")
@@ -313,6 +347,7 @@ async fn receive(session: Arc<MediaSession>, owner: Option<AudioStream>) {
         .map(|o| Forwarder::new(session.call.clone(), o.0.clone()));
     let mut latched: Option<SocketAddr> = None;
     let mut reception = ReceptionStats::default();
+    let mut dtmf = DtmfDetector::default();
     // Added, not stored: a new receive task (after an owner switch) adds to
     // what the one before it counted.
     let mut expected_reported = 0;
@@ -336,7 +371,8 @@ async fn receive(session: Arc<MediaSession>, owner: Option<AudioStream>) {
             latched = Some(from);
             session.outbound().peer = from;
         }
-        if packet.payload_type != session.codec.payload_type {
+        let is_event = session.telephone_event == Some(packet.payload_type);
+        if packet.payload_type != session.codec.payload_type && !is_event {
             stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -364,6 +400,15 @@ async fn receive(session: Arc<MediaSession>, owner: Option<AudioStream>) {
         }
         stats.packets_in.fetch_add(1, Ordering::Relaxed);
         stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+        if is_event {
+            if let (Some(digit), Some(listener)) = (
+                dtmf.on_packet(packet.timestamp, packet.payload),
+                session.dtmf_listener.get(),
+            ) {
+                (listener.0)(digit);
+            }
+            continue;
+        }
         let pcm = &mut decoded[..packet.payload.len()];
         session.codec.law.decode(packet.payload, pcm);
         session.record_far(packet.timestamp, pcm);

@@ -110,7 +110,11 @@ pub fn write_event(event: &Event<'_>, dialect: Dialect, out: &mut String) {
         }
         Event::Bye { .. } if legacy => write!(out, "BYE"),
         Event::Bye { call } => write!(out, "BYE:{call}"),
-        Event::Error(_) | Event::Pong | Event::Played { .. } | Event::Device { .. } => {
+        Event::Error(_)
+        | Event::Pong
+        | Event::Played { .. }
+        | Event::Device { .. }
+        | Event::Dtmf { .. } => {
             unreachable!("formatted in wire::Event::format")
         }
     };

@@ -11,6 +11,7 @@
 
 pub mod audio;
 pub mod call;
+pub mod dtmf;
 pub mod playback;
 pub mod session;
 
@@ -51,6 +52,11 @@ pub enum Command<'a> {
     Play { call: &'a str, name: &'a str },
     /// `CLEAR:{call_id}`: stop the prompt, drop queued audio.
     Clear { call: &'a str },
+    /// `DTMF:{call_id}##{digits}` or `DTMF:{digits}`.
+    Dtmf {
+        call: Option<&'a str>,
+        digits: &'a str,
+    },
 }
 
 /// Why a command could not be carried out; sent back as `ERROR:{code} {message}`.
@@ -105,6 +111,7 @@ impl<'a> Command<'a> {
             }
             "RTP" => audio::parse(dialect, args),
             "PLAY" | "CLEAR" => playback::parse(verb, args),
+            "DTMF" => dtmf::parse(verb, args),
             "PING" => session::parse_ping(args),
             "" => Err(ProtocolError::bad_request("empty message")),
             other => Err(ProtocolError::bad_request(format!(
@@ -155,6 +162,8 @@ pub enum Event<'a> {
     Pong,
     /// `DEVICE:{id}##online` or `DEVICE:{id}##offline`, to applications.
     Device { id: &'a str, online: bool },
+    /// `DTMF:{call_id}##{digit}`: the far end pressed a key.
+    Dtmf { call: &'a str, digit: char },
 }
 
 impl Event<'_> {
@@ -164,6 +173,7 @@ impl Event<'_> {
         match self {
             Event::Error(e) => session::write_error(e, &mut out),
             Event::Pong => out.push_str("PONG"),
+            Event::Dtmf { call, digit } => dtmf::write_dtmf(call, *digit, &mut out),
             Event::Device { id, online } => {
                 out.push_str("DEVICE:");
                 out.push_str(id);
