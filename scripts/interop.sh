@@ -155,6 +155,15 @@ HTTP_PORT=${ports[1]}
 SERVER_PORT=${ports[2]}
 
 # ------------------------------------------------------------ 4. the daemon
+# One device, for the siprelay-device scenario (values in interop.py).
+cat >"$WORK/siprelay.toml" <<'TOML'
+[[devices]]
+id = "door"
+token = "interop-door-token-0123456789"
+extension = "2999"
+format = "pcma"
+TOML
+
 say "starting siprelay: SIP 127.0.0.1:$SIP_PORT, HTTP 127.0.0.1:$HTTP_PORT, --sip-server 127.0.0.1:$SERVER_PORT"
 NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$BIN" \
     --sip-listen "127.0.0.1:$SIP_PORT" \
@@ -163,6 +172,7 @@ NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$BIN" \
     --sip-server "127.0.0.1:$SERVER_PORT" \
     --recordings-dir "$WORK/recordings" \
     --assets-dir "$WORK/assets" \
+    --config "$WORK/siprelay.toml" \
     >"$DAEMON_LOG" 2>&1 &
 DAEMON_PID=$!
 

@@ -1323,6 +1323,63 @@ def openapi_schemathesis(ctx):
         raise Fail(f"schemathesis exit status {result.returncode}")
 
 
+# The device interop.sh configures (siprelay.toml in the work directory).
+DEVICE_ID, DEVICE_TOKEN, DEVICE_EXTENSION = "door", "interop-door-token-0123456789", "2999"
+SIMULATOR = os.path.join(HERE, "..", "..", "target", "release", "siprelay-device")
+
+
+@scenario
+def device_simulator_answers_sipp(ctx):
+    """SIPp calls extension 2999: a device, simulated by siprelay-device
+    (A-law binary frames, its clock 80 ppm fast, sending in bursts of 3).
+    It answers, plays the sox-made 1000 Hz WAV, which SIPp must receive on
+    the wire as PCMU, and records SIPp's 440 Hz to a WAV checked here."""
+    import json
+    import wave
+    heard = os.path.join(ctx.work, "device-heard.wav")
+    out = open(os.path.join(ctx.work, "device-simulator.log"), "wb")
+    sim = subprocess.Popen(
+        [SIMULATOR, "--url", f"ws://{ctx.http}", "--id", DEVICE_ID, "--token", DEVICE_TOKEN,
+         "--format", "pcma", "--answer", "auto", "--calls", "1", "--drift-ppm", "80",
+         "--burst", "3", "--play", os.path.join(ctx.work, "assets", PLAY_FILE), "--record", heard],
+        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            status, _, body = _http(ctx, "/devices")
+            if status == 200 and any(d["id"] == DEVICE_ID and d["online"] for d in json.loads(body)):
+                break
+            if time.monotonic() > deadline or sim.poll() is not None:
+                raise Fail("the simulated device did not come online")
+            time.sleep(0.1)
+        log("device door online")
+        sipp = Sipp(ctx, "uac", "uac_audio.xml", target=ctx.sip, service=DEVICE_EXTENSION, sniff=True)
+        sipp.wait(20)
+        try:
+            sim.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise Fail("the simulator did not end after its call")
+    finally:
+        if sim.poll() is None:
+            os.killpg(sim.pid, signal.SIGKILL)
+            sim.wait()
+        out.close()
+    if sim.returncode != 0:
+        raise Fail(f"siprelay-device exited with {sim.returncode}")
+    with wave.open(heard) as w:
+        if (w.getnchannels(), w.getframerate(), w.getsampwidth()) != (1, 8000, 2):
+            raise Fail("the device's recording is not 8 kHz mono 16-bit")
+        pcm = w.readframes(w.getnframes())
+    frames = [pcm[i:i + 320] for i in range(0, len(pcm) - 319, 320)]
+    tone_rms = 32768 * 10 ** (TONE_GAIN_DB / 20) / math.sqrt(2)
+    log(check_tone(frames, TONE_HZ, tone_rms, 120, len(frames), "SIPp's 440 Hz recorded by the device")[1])
+    if sipp.sniffer:
+        sipp.sniffer.stop()
+        frames = int(PLAY_SECONDS * 50)
+        log(check_rtp_stream(sipp.sniffer.rtp(dport=sipp.media_port), 0, BACK_HZ, tone_rms,
+                             frames - 5, "the device's WAV on the wire to SIPp", sipp.sniffer.drops))
+
+
 # ---------------------------------------------------------------- main
 
 
