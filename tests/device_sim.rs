@@ -93,12 +93,7 @@ async fn the_simulator_answers_plays_its_file_and_records_the_caller() {
     let mut wav = hound::WavReader::open(&heard).expect("the simulator wrote its recording");
     assert_eq!(wav.spec().sample_rate, 8000);
     let pcm: Vec<i16> = wav.samples::<i16>().map(Result::unwrap).collect();
-    let loud: Vec<i16> = pcm
-        .chunks(160)
-        .filter(|f| audio::rms(f) > 1000.0)
-        .flatten()
-        .copied()
-        .collect();
+    let loud = audio::loud_frames(&pcm, 1000.0);
     assert!(
         loud.len() >= 160 * 40,
         "{} loud samples of {}",

@@ -447,24 +447,14 @@ async fn an_application_calls_a_device_by_its_extension_without_sip() {
         .await;
     door.listen(Duration::from_millis(700)).await;
     let heard = door.heard.clone();
-    let loud: Vec<i16> = heard
-        .chunks(160)
-        .filter(|f| audio::rms(f) > 1000.0)
-        .flatten()
-        .copied()
-        .collect();
+    let loud = audio::loud_frames(&heard, 1000.0);
     assert!(loud.len() >= 160 * 25, "{} loud samples", loud.len());
     assert_tone(&loud, 1000.0, "the device hears the application");
 
     // Device → application.
     let tone = audio::tone(600.0, 160 * 30, 8000.0);
     let ((), from_door) = tokio::join!(door.speak(&tone), app.record(Duration::from_millis(800)));
-    let loud: Vec<i16> = from_door
-        .chunks(160)
-        .filter(|f| audio::rms(f) > 1000.0)
-        .flatten()
-        .copied()
-        .collect();
+    let loud = audio::loud_frames(&from_door, 1000.0);
     assert!(loud.len() >= 160 * 20, "{} loud samples", loud.len());
     assert_tone(&loud, 600.0, "the application hears the device");
 
@@ -499,13 +489,7 @@ async fn a_device_calls_another_device_and_an_application_number() {
     door.expect("CALL_ANS:").await;
     let tone = audio::tone(440.0, 160 * 40, 8000.0);
     let ((), ()) = tokio::join!(door.speak(&tone), gate.listen(Duration::from_millis(900)));
-    let loud: Vec<i16> = gate
-        .heard
-        .chunks(160)
-        .filter(|f| audio::rms(f) > 1000.0)
-        .flatten()
-        .copied()
-        .collect();
+    let loud = audio::loud_frames(&gate.heard, 1000.0);
     assert!(loud.len() >= 160 * 25, "{} loud samples", loud.len());
     assert_tone(
         &loud,

@@ -131,12 +131,7 @@ async fn without_telephone_events_digits_are_heard_in_band() {
     peer.record(Duration::from_millis(100)).await;
     ws.send(&format!("DTMF:{id}##1")).await;
     let (heard, _, _) = peer.record(Duration::from_millis(400)).await;
-    let loud: Vec<i16> = heard
-        .chunks(160)
-        .filter(|f| audio::rms(f) > 1000.0)
-        .flatten()
-        .copied()
-        .collect();
+    let loud = audio::loud_frames(&heard, 1000.0);
     assert!(loud.len() >= 160 * 4, "{} samples of tone", loud.len());
     let row_col = power_at(&loud, 697.0) + power_at(&loud, 1209.0);
     let other = power_at(&loud, 852.0) + power_at(&loud, 1477.0);

@@ -151,3 +151,13 @@ pub fn which_tone(pcm: &[i16], a: f64, b: f64) -> Option<f64> {
         None
     }
 }
+
+/// The 20 ms frames of `pcm` with audio in them (RMS over `threshold`),
+/// joined: a tone's samples without the silence around it.
+pub fn loud_frames(pcm: &[i16], threshold: f64) -> Vec<i16> {
+    pcm.chunks(160)
+        .filter(|f| rms(f) > threshold)
+        .flatten()
+        .copied()
+        .collect()
+}
