@@ -959,16 +959,26 @@ def inbound_in_dialog_requests(ctx):
 
 @scenario
 def inbound_foreign_payloads(ctx):
-    """SIPp sends telephone-events (payload 101) and PCMA packets (payload 8,
-    not negotiated) on a PCMU call, then the tone: the client must receive
-    the tone and nothing else. Needs root (SIPp's pcap player uses a raw socket)."""
+    """SIPp sends telephone-events (payload 101: the key 1, from SIPp's own
+    pcap) and PCMA packets (payload 8, not negotiated) on a PCMU call, then
+    the tone: the client must hear the key as DTMF:{call}##1 (once per key
+    press, however many packets carry it) and receive the tone as audio and
+    nothing else. Needs root (SIPp's pcap player uses a raw socket)."""
     tone_rms = 32768 * 10 ** (TONE_GAIN_DB / 20) / math.sqrt(2)
     c = Client(ctx)
     sipp = Sipp(ctx, "uac", "uac_foreign_rtp.xml", target=ctx.sip, sniff="required")
     call = _answer_incoming(c)
     c.send(f"CALL_ANS:{call}")
     c.expect(f"CALL_ANS:{call}")
-    c.expect(f"BYE:{call}", timeout=15)
+    keys = []
+    while True:
+        m = c.expect_re(rf"(?:DTMF:{call}##(.)|BYE:{call})", timeout=15)
+        if m.group(1) is None:
+            break
+        keys.append(m.group(1))
+    if not keys or set(keys) != {"1"}:
+        raise Fail(f"DTMF from SIPp's telephone-events: {keys}, expected the key 1")
+    log(f"DTMF reported: {' '.join(keys)}")
     sipp.wait(15)
     c.quiet()
     c.check_frames()
@@ -985,6 +995,10 @@ def inbound_foreign_payloads(ctx):
     log("SIPp sent siprelay " + ", ".join(f"{v} packets of payload type {k}" for k, v in sorted(sent.items())))
     if sent[101] < 20 or sent[8] < 20 or sent[0] < n - 10:
         raise Fail("SIPp did not send the telephone-events, PCMA packets and tone this scenario needs")
+    # One report per key press: never more than the distinct events sent.
+    presses = {p["ts"] for p in sipp.sniffer.rtp(sport=sipp.media_port) if p["pt"] == 101}
+    if len(keys) > len(presses):
+        raise Fail(f"{len(keys)} DTMF reports for {len(presses)} key presses")
 
 
 @scenario
