@@ -5,31 +5,28 @@
 //! The SIP shell drives calls through it; the WebSocket shell looks calls
 //! and clients up in it. It holds no SIP or HTTP types.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::call::ports::{PortLease, PortPairAllocator};
+use crate::call::ports::PortPairAllocator;
 use crate::call::state::EndCause;
 use crate::call::state::{Direction, Notice};
 use crate::call::{Call, CallId, Control, Script};
 use crate::client::{ClientHandle, ClientId, OfferFilter, Outgoing};
-use crate::clock_time::Utc;
 use crate::config::Config;
 use crate::events::{CallEvent, EventBus};
 use crate::media::clock::MediaClock;
-use crate::media::sdp::RemoteMedia;
-use crate::media::session::{MediaSession, RtpBinding};
-use crate::media::tap::RecordTap;
 use crate::metrics::{Metrics, RecordingSnapshot, Snapshot};
 use crate::prompts::PromptLibrary;
-use crate::record::{Ending, Recorder, RecordingId, Sidecar};
+use crate::record::Recorder;
 use crate::wire::{Dialect, Event, ProtocolError};
+
+mod media;
 
 #[derive(Debug, thiserror::Error)]
 #[error("no RTP port pair free")]
@@ -337,25 +334,6 @@ impl Switchboard {
         }
     }
 
-    /// Loads a prompt from the assets directory, off the async workers (the
-    /// first load decodes and resamples). Errors are an HTTP-style status
-    /// (400 bad name, 404 missing, 415 not a WAV, 500) and a message.
-    pub async fn load_prompt(
-        &self,
-        name: &str,
-    ) -> Result<crate::media::prompt::Prompt, (u16, String)> {
-        let prompts = self.prompts.clone();
-        let owned = name.to_string();
-        let loaded = tokio::task::spawn_blocking(move || prompts.load(&owned))
-            .await
-            .map_err(|_| (500, "prompt loader failed".to_string()))?
-            .map_err(|e| (e.status(), e.to_string()));
-        if loaded.is_err() {
-            self.metrics.prompt_errors.inc();
-        }
-        loaded
-    }
-
     /// Tells the owner of an outgoing call, and watchers, that it is being placed.
     pub fn calling(&self, call: &Call) {
         if let Some(owner) = call.owner() {
@@ -375,175 +353,6 @@ impl Switchboard {
             Some(status),
             Default::default(),
         );
-    }
-
-    /// Binds an RTP socket on a free even port of the range.
-    pub fn bind_rtp(&self) -> Result<RtpBinding, NoPorts> {
-        let ip = self.config.sip_listen.ip();
-        let total = self
-            .ports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .total_pairs();
-        // A port another program holds is skipped (and goes to the back of the queue).
-        for _ in 0..total.min(64) {
-            let lease = PortLease::take(&self.ports).ok_or(NoPorts)?;
-            let Ok(std_socket) = std::net::UdpSocket::bind(SocketAddr::new(ip, lease.rtp_port()))
-            else {
-                continue;
-            };
-            if std_socket.set_nonblocking(true).is_err() {
-                continue;
-            }
-            if let Ok(socket) = UdpSocket::from_std(std_socket) {
-                return Ok(RtpBinding { socket, lease });
-            }
-        }
-        Err(NoPorts)
-    }
-
-    pub fn free_port_pairs(&self) -> usize {
-        self.ports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .free_pairs()
-    }
-
-    /// Starts the call's audio both ways: the clock sends a frame every
-    /// 20 ms from now on (the greeting first, for incoming calls), the far
-    /// end's audio goes to `owner`, and both are recorded.
-    pub fn start_media(
-        &self,
-        call: &Arc<Call>,
-        binding: RtpBinding,
-        remote: &RemoteMedia,
-        owner: Arc<ClientHandle>,
-    ) {
-        let _ = call.answered.set(SystemTime::now());
-        let script = call.script();
-        let session = MediaSession::new(
-            call.id.clone(),
-            binding,
-            remote.codec,
-            remote.telephone_event,
-            remote.rtp,
-        );
-        if call.media.set(session.clone()).is_err() {
-            return;
-        }
-        session.on_prompt_end(self.prompt_listener(call));
-        session.on_dtmf(self.dtmf_listener(call));
-        let greets = call.direction == Direction::Inbound || self.config.greeting_outbound;
-        if let Some(greeting) = self.prompts.greeting().filter(|_| greets) {
-            session.play(greeting, true);
-        }
-        if let Some(prompt) = script.play {
-            session.play(prompt, false);
-        }
-        self.clock.add(session.clone());
-        session.start_receiving(owner);
-    }
-
-    /// The far end pressed a key: the owner and watchers hear it.
-    fn dtmf_listener(&self, call: &Arc<Call>) -> impl Fn(char) + Send + Sync + 'static {
-        let call = Arc::downgrade(call);
-        let events = self.events.clone();
-        move |digit| {
-            let Some(call) = call.upgrade() else {
-                return;
-            };
-            if let Some(owner) = call.owner() {
-                owner.send_event(&Event::Dtmf {
-                    call: call.id.as_str(),
-                    digit,
-                });
-            }
-            events.publish(|| CallEvent {
-                digit: Some(digit.to_string()),
-                ..CallEvent::new("DTMF", &call)
-            });
-        }
-    }
-
-    /// What happens when a prompt ends: `PLAYED` to the owner and watchers
-    /// (not for the greeting), and the hang-up a REST call may have asked for.
-    fn prompt_listener(
-        &self,
-        call: &Arc<Call>,
-    ) -> impl Fn(&crate::media::prompt::PromptEnded) + Send + Sync + 'static {
-        // Weak: the call owns its media session, which owns this listener.
-        let call = Arc::downgrade(call);
-        let events = self.events.clone();
-        move |ended| {
-            let Some(call) = call.upgrade() else {
-                return;
-            };
-            if ended.greeting {
-                return;
-            }
-            if let Some(owner) = call.owner() {
-                owner.send_event(&Event::Played {
-                    call: call.id.as_str(),
-                    name: &ended.name,
-                });
-            }
-            events.publish(|| CallEvent {
-                name: Some(ended.name.to_string()),
-                ..CallEvent::new("PLAYED", &call)
-            });
-            if ended.completed && call.script().hangup_after_play {
-                let _ = call.control.try_send(Control::Hangup);
-            }
-        }
-    }
-
-    /// Starts recording a call that has just connected: after `CALL_ANS`
-    /// went out, so that a recording error never reaches the owner first.
-    fn start_recording(&self, call: &Arc<Call>) -> Option<RecordTap> {
-        let recorder = self.recorder.as_ref()?;
-        let codec = call.media.get()?.codec;
-        if call.script().no_record {
-            return None;
-        }
-        let answered = Utc::from_system(std::time::SystemTime::now());
-        let id = RecordingId::new(&answered, call.id.as_str()).ok()?;
-        let sidecar = Sidecar {
-            id: id.as_str().to_string(),
-            call_id: call.id.to_string(),
-            direction: call.direction.as_str().to_string(),
-            from: call.from.clone(),
-            to: call.to.clone(),
-            codec: codec.name().to_string(),
-            started_at: Utc::from_system(call.created).rfc3339(),
-            answered_at: Some(answered.rfc3339()),
-            ended_at: None,
-            duration_s: None,
-            hangup_by: None,
-            sip_status: Some(200),
-            end_reason: None,
-            wav: id.wav_name(),
-            recording_error: None,
-            repaired: false,
-        };
-        let weak = Arc::downgrade(call);
-        let events = self.events.clone();
-        let key = recorder.open(
-            sidecar,
-            Box::new(move |message| {
-                let Some(call) = weak.upgrade() else {
-                    return;
-                };
-                if let Some(owner) = call.owner() {
-                    owner.send_event(&Event::Error(&ProtocolError::new(500, message)));
-                }
-                events.publish(|| CallEvent {
-                    status: Some(500),
-                    reason: Some(message.to_string()),
-                    ..CallEvent::new("ERROR", &call)
-                });
-            }),
-        );
-        Some(RecordTap::new(key))
     }
 
     /// The call is over: stop its media and recording, forget it.
@@ -650,32 +459,4 @@ pub enum DialError {
     /// No RTP port pair is free: the call fails with 503 under this id.
     #[error("no RTP port pair free")]
     NoPorts(CallId),
-}
-
-impl Switchboard {
-    fn finish_recording(&self, media: &MediaSession, cause: &EndCause) {
-        let (Some(recorder), Some(tap)) = (&self.recorder, media.recording.get()) else {
-            return;
-        };
-        let (key, frames) = {
-            let tap = tap.lock().unwrap_or_else(|e| e.into_inner());
-            (tap.key, tap.frames())
-        };
-        let (hangup_by, end_reason) = match cause {
-            EndCause::Local => ("local", "siprelay's side hung up"),
-            EndCause::Remote => ("remote", "the far end hung up"),
-            EndCause::Timeout => ("timeout", "no answer in time"),
-            EndCause::Shutdown => ("shutdown", "siprelay shut down"),
-        };
-        recorder.close(
-            key,
-            frames,
-            Ending {
-                ended_at: Utc::from_system(std::time::SystemTime::now()).rfc3339(),
-                hangup_by,
-                end_reason: end_reason.to_string(),
-                sip_status: Some(200),
-            },
-        );
-    }
 }
