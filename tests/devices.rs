@@ -565,3 +565,46 @@ async fn a_device_gets_the_far_ends_audio_paced_on_siprelays_clock() {
     );
     daemon.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_device_that_reconnects_while_rung_is_rung_again_and_can_answer() {
+    let daemon = start_with(config(AudioFormat::Pcmu)).await;
+    let mut peer = SipPeer::new(daemon.sip_addr()).await;
+    let mut door = Board::connect(&daemon, "door", TOKEN, AudioFormat::Pcmu).await;
+    let mut d = peer.invite("1001", "2001", Some("0")).await;
+    let id = call_id_of(&door.expect("RING_ANS:").await);
+    drop(door);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut door = Board::open(&daemon, "door", TOKEN, AudioFormat::Pcmu).await;
+    assert_eq!(
+        door.expect("RING_ANS:").await,
+        format!("RING_ANS:1001##{id}")
+    );
+    door.send(&format!("CALL_ANS:{id}")).await;
+    let ok = peer.expect_response("INVITE", 200).await;
+    peer.ack(&mut d, &ok).await;
+    door.expect("CALL_ANS:").await;
+    peer.bye(&mut d).await;
+    assert_eq!(door.expect("BYE:").await, format!("BYE:{id}"));
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_call_ringing_a_device_that_does_not_come_back_is_refused_after_the_window() {
+    let mut config = config(AudioFormat::Pcmu);
+    config.device_reconnect_grace = Duration::from_millis(300);
+    let daemon = start_with(config).await;
+    let mut peer = SipPeer::new(daemon.sip_addr()).await;
+    let mut door = Board::connect(&daemon, "door", TOKEN, AudioFormat::Pcmu).await;
+    let d = peer.invite("1001", "2001", Some("0")).await;
+    door.expect("RING_ANS:").await;
+    let dropped = Instant::now();
+    drop(door);
+    let resp = peer.expect_response("INVITE", 480).await;
+    assert!(
+        dropped.elapsed() >= Duration::from_millis(300),
+        "not before the window ended"
+    );
+    peer.ack_failure(&d, &resp).await;
+    daemon.shutdown().await;
+}

@@ -162,7 +162,7 @@ where
     if slot.disconnect(client.id) {
         tracing::info!(device = %id, "device offline");
         board.device_presence(&id, false);
-        if !board.calls_owned_by(client.id).is_empty() {
+        if board.call_of(&client).is_some() {
             wait_for_return(board.clone(), slot.clone(), client.id);
         }
     }
@@ -184,6 +184,7 @@ fn wait_for_return(
         if slot.take_orphan_if(client) {
             tracing::info!(device = %slot.config.id, ?grace, "device did not come back for its call; hanging up");
             board.hang_up_calls_of(client);
+            board.refuse_offers_to(client);
         }
     });
 }

@@ -147,7 +147,25 @@ impl Switchboard {
         }
     }
 
-    /// Moves the calls `from` owns to `to`, their audio included. Returns them.
+    /// Turns down (480) the calls still ringing `id` alone: it is gone.
+    pub fn refuse_offers_to(&self, id: ClientId) {
+        for call in self.calls() {
+            let offered = call.offered_to();
+            if call.phase() == crate::call::state::Phase::Offered
+                && offered.len() == 1
+                && offered[0].id == id
+            {
+                let _ = call.control.try_send(Control::Reject {
+                    status: 480,
+                    client: offered[0].clone(),
+                });
+            }
+        }
+    }
+
+    /// Moves what `from` had to `to`: the calls it owns, their audio
+    /// included (returned), and the offers still ringing it, which `to` is
+    /// told of again.
     pub fn adopt_calls(&self, from: ClientId, to: &Arc<ClientHandle>) -> Vec<Arc<Call>> {
         let calls = self.calls_owned_by(from);
         for call in &calls {
@@ -155,6 +173,24 @@ impl Switchboard {
             if let Some(media) = call.media.get() {
                 media.switch_owner(to.clone());
             }
+        }
+        for call in self.calls() {
+            let offered = call.offered_to();
+            if call.phase() != crate::call::state::Phase::Offered
+                || !offered.iter().any(|c| c.id == from)
+            {
+                continue;
+            }
+            call.set_offered_to(
+                offered
+                    .into_iter()
+                    .map(|c| if c.id == from { to.clone() } else { c })
+                    .collect(),
+            );
+            to.send_event(&Event::RingAns {
+                caller: &call.from,
+                call: call.id.as_str(),
+            });
         }
         calls
     }
