@@ -100,7 +100,13 @@ fn dial(
         done: false,
     };
     // Turned away as an INVITE would be: offline device, busy, nobody.
-    let refused = board.route_incoming(target).err();
+    let refuse = |caller: Leg, status: u16| {
+        Bridge::new(board.clone(), caller, None).feed(Side::Caller, failed(status));
+        Ok(a.clone())
+    };
+    if let Err(status) = board.route_incoming(target) {
+        return refuse(caller, status);
+    }
     let (b, b_control) = Call::new(
         CallId::generate(),
         Direction::Inbound,
@@ -108,18 +114,11 @@ fn dial(
         target.to_string(),
         None,
     );
-    let offered = refused.is_none() && {
-        board.insert_call(b.clone());
-        board.offer(&b)
-    };
-    if !offered {
-        if refused.is_none() {
-            board.finish(&b, &crate::call::state::EndCause::Remote);
-        }
-        let status = refused.unwrap_or(480);
-        let mut bridge = Bridge::new(board.clone(), caller, None);
-        bridge.feed(Side::Caller, failed(status));
-        return Ok(a);
+    board.insert_call(b.clone());
+    if !board.offer(&b) {
+        // The callee went away between the check and the offer.
+        board.finish(&b, &crate::call::state::EndCause::Remote);
+        return refuse(caller, 480);
     }
     let callee = Leg {
         call: b,

@@ -140,6 +140,11 @@ impl Call {
             .hangup_after_play = true;
     }
 
+    /// The media of a connected call: none before it connects or once it ended.
+    pub fn connected_media(&self) -> Option<&Arc<MediaSession>> {
+        self.media.get().filter(|_| !self.is_ended())
+    }
+
     pub fn is_ended(&self) -> bool {
         self.phase() == Phase::Ended
     }

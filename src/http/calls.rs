@@ -207,6 +207,11 @@ fn control(call: &Call, request: Control) -> Result<(), ApiError> {
         .map_err(|_| ApiError::from_status(503, format!("call {} is busy or ended", call.id)))
 }
 
+fn connected(call: &Call) -> Result<&Arc<crate::media::session::MediaSession>, ApiError> {
+    call.connected_media()
+        .ok_or_else(|| ApiError::wrong_state(format!("call {} is not connected", call.id)))
+}
+
 /// An incoming call still waiting for an answer.
 fn offered(board: &Switchboard, id: &str) -> Result<Arc<Call>, ApiError> {
     let call = find(board, id)?;
@@ -440,19 +445,13 @@ pub async fn play(
     let req: PlayFile = json_body(&body?)?;
     let board = &state.board;
     let call = find(board, &id)?;
-    let not_connected = || ApiError::wrong_state(format!("call {id} is not connected"));
-    if call.phase() != Phase::Connected {
-        return Err(not_connected());
-    }
+    connected(&call)?;
     let prompt = board
         .load_prompt(&req.name)
         .await
         .map_err(|(status, message)| ApiError::from_status(status, message))?;
-    let media = call
-        .media
-        .get()
-        .filter(|_| !call.is_ended())
-        .ok_or_else(not_connected)?;
+    // Loading took a while: the call may have ended meanwhile.
+    let media = connected(&call)?;
     if req.hangup_after_play {
         call.set_hangup_after_play();
     }
@@ -479,12 +478,7 @@ pub async fn dtmf(
 ) -> Result<StatusCode, ApiError> {
     let req: SendDtmf = json_body(&body?)?;
     let call = find(&state.board, &id)?;
-    let media = call
-        .media
-        .get()
-        .filter(|_| call.phase() == Phase::Connected)
-        .ok_or_else(|| ApiError::wrong_state(format!("call {id} is not connected")))?;
-    media
+    connected(&call)?
         .send_dtmf(&req.digits)
         .map_err(|e| ApiError::bad_request(format!("digits: {e}")))?;
     Ok(StatusCode::NO_CONTENT)

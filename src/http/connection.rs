@@ -312,13 +312,8 @@ impl Connection {
 
 /// The media of a connected call.
 fn connected(call: &Call) -> Result<&Arc<MediaSession>, ProtocolError> {
-    match call.media.get() {
-        Some(media) if !call.is_ended() => Ok(media),
-        _ => Err(ProtocolError::new(
-            409,
-            format!("call {} is not connected", call.id),
-        )),
-    }
+    call.connected_media()
+        .ok_or_else(|| ProtocolError::new(409, format!("call {} is not connected", call.id)))
 }
 
 fn device_busy() -> ProtocolError {

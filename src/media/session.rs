@@ -105,6 +105,9 @@ pub struct MediaSession {
     /// Set while a device owns the call: the far end's audio waits here and
     /// goes to the device one frame per tick, on the media clock.
     device_out: Mutex<Option<DeviceOut>>,
+    /// Whether `device_out` is set: the clock checks this, not the lock,
+    /// on every tick of every call.
+    feeds_device: AtomicBool,
     /// Set when the call ends: the clock drops the session at its next tick.
     stopped: AtomicBool,
     /// The receive task, aborted when the call ends. (A flag checked per
@@ -135,6 +138,7 @@ impl MediaSession {
             prompt_listener: OnceLock::new(),
             dtmf_listener: OnceLock::new(),
             device_out: Mutex::new(None),
+            feeds_device: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             receiver: Mutex::new(None),
         })
@@ -211,6 +215,10 @@ impl MediaSession {
 
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
+        self.abort_receiver();
+    }
+
+    fn abort_receiver(&self) {
         if let Some(task) = self
             .receiver
             .lock()
@@ -228,14 +236,7 @@ impl MediaSession {
     /// The far end's audio goes to `owner` from now on (a device that came
     /// back on a new connection).
     pub fn switch_owner(self: &Arc<Self>, owner: Arc<ClientHandle>) {
-        if let Some(task) = self
-            .receiver
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            task.abort();
-        }
+        self.abort_receiver();
         if !self.is_stopped() {
             self.start_receiving(owner);
         }
@@ -256,12 +257,17 @@ impl MediaSession {
                     jitter: JitterBuffer::new(),
                 }
             });
-        let direct = owner.takes_audio() && owner.device_format.is_none();
-        let forward = direct.then(|| {
-            owner.audio_stream_started();
-            AudioStream(owner)
-        });
-        let task = tokio::spawn(receive(self.clone(), forward));
+        self.feeds_device
+            .store(owner.device_format.is_some(), Ordering::Release);
+        let sink = match owner.device_format {
+            Some(_) => FarAudio::Device,
+            None if owner.takes_audio() => {
+                owner.audio_stream_started();
+                FarAudio::Client(AudioStream(owner))
+            }
+            None => FarAudio::Nowhere,
+        };
+        let task = tokio::spawn(receive(self.clone(), sink));
         let mut slot = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
         if self.is_stopped() {
             task.abort();
@@ -288,6 +294,9 @@ impl Drop for DeviceOut {
 impl MediaSession {
     /// Media clock, once a tick: the device's next frame.
     pub fn tick_device(&self) {
+        if !self.feeds_device.load(Ordering::Acquire) {
+            return;
+        }
         let mut out = self.device_out.lock().unwrap_or_else(|e| e.into_inner());
         let Some(out) = out.as_mut() else {
             return;
@@ -337,14 +346,26 @@ impl Drop for AudioStream {
     }
 }
 
+/// Where a receive task puts the far end's decoded audio.
+enum FarAudio {
+    /// Text frames to an application, as they arrive.
+    Client(AudioStream),
+    /// The device's jitter buffer, read by the media clock.
+    Device,
+    /// Nowhere but the recording (a call driven over REST).
+    Nowhere,
+}
+
 /// Receives the far end's RTP until the call stops (the task is aborted),
-/// forwarding each 20 ms of decoded audio to the owner.
-async fn receive(session: Arc<MediaSession>, owner: Option<AudioStream>) {
+/// passing each packet's decoded audio on as `sink` says.
+async fn receive(session: Arc<MediaSession>, sink: FarAudio) {
     let mut datagram = [0u8; 2048];
     let mut decoded = [0i16; 2048];
-    let mut forward = owner
-        .as_ref()
-        .map(|o| Forwarder::new(session.call.clone(), o.0.clone()));
+    let mut forward = match &sink {
+        FarAudio::Client(owner) => Some(Forwarder::new(session.call.clone(), owner.0.clone())),
+        FarAudio::Device | FarAudio::Nowhere => None,
+    };
+    let to_device = matches!(sink, FarAudio::Device);
     let mut latched: Option<SocketAddr> = None;
     let mut reception = ReceptionStats::default();
     let mut dtmf = DtmfDetector::default();
@@ -412,9 +433,10 @@ async fn receive(session: Arc<MediaSession>, owner: Option<AudioStream>) {
         let pcm = &mut decoded[..packet.payload.len()];
         session.codec.law.decode(packet.payload, pcm);
         session.record_far(packet.timestamp, pcm);
-        match &mut forward {
-            Some(forward) => forward.push(pcm),
-            None => session.feed_device(packet.timestamp, pcm),
+        if let Some(forward) = &mut forward {
+            forward.push(pcm);
+        } else if to_device {
+            session.feed_device(packet.timestamp, pcm);
         }
     }
 }
