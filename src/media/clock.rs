@@ -1,9 +1,11 @@
-//! `MediaClock`: the one 20 ms ticker that sends every call's outbound RTP.
+//! `MediaClock`: the shards that carry every call's RTP, both ways.
 //!
 //! A timer per call would cost 50 wake-ups a second per call; here each
 //! shard (one per worker thread) wakes 50 times a second in all and sends
 //! one packet for each of its calls. The packet is encoded into one reused
-//! buffer: no allocation per frame.
+//! buffer: no allocation per frame. The same shard task receives its calls'
+//! RTP through its intake (one epoll set for all of them), so a call costs
+//! no task of its own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,7 @@ use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::dtmf::DtmfTick;
+use super::intake::{intake, IntakeWaker, RtpIntake};
 use super::playout::FRAME_SAMPLES;
 use super::rtp::{write_header, HEADER_LEN};
 use super::session::MediaSession;
@@ -172,6 +175,14 @@ async fn run_shard(
     recordings: Option<Arc<dyn RecordingSink>>,
     shutdown: CancellationToken,
 ) {
+    let (mut intake, waker) = match intake() {
+        Ok(i) => i,
+        Err(e) => {
+            // Without epoll there is no media at all; say so loudly.
+            tracing::error!(error = %e, "cannot create the RTP intake; calls of this shard get no media");
+            return;
+        }
+    };
     let mut ticker = interval(TICK);
     // A late tick is followed by catch-up ticks, so the far end still gets
     // 50 packets a second and RTP timestamps stay true to wall time.
@@ -181,17 +192,35 @@ async fn run_shard(
     let mut packet = [0u8; HEADER_LEN + FRAME_SAMPLES];
     loop {
         tokio::select! {
-            _ = ticker.tick() => {}
+            biased;
             _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+            ready = waker.readable() => {
+                match ready {
+                    Ok(guard) => intake.drain(guard),
+                    Err(e) => tracing::error!(error = %e, "RTP intake failed"),
+                }
+                continue;
+            }
         }
-        {
-            let mut joining = shard.joining.lock().unwrap_or_else(|e| e.into_inner());
-            streams.extend(joining.drain(..).map(Stream::new));
-        }
+        join(&shard, &mut streams, &mut intake, &waker);
         let mut recorded = Vec::new();
         streams.retain_mut(|s| s.tick(&mut pcm, &mut packet, &mut recorded));
+        intake.remove_stopped(&waker);
         if let Some(sink) = &recordings {
             sink.submit(recorded);
         }
+    }
+}
+
+/// Takes in the sessions added since the last tick: sent to from this tick,
+/// received from now.
+fn join(shard: &Shard, streams: &mut Vec<Stream>, intake: &mut RtpIntake, waker: &IntakeWaker) {
+    let mut joining = shard.joining.lock().unwrap_or_else(|e| e.into_inner());
+    for session in joining.drain(..) {
+        if let Err(e) = intake.add(waker, session.clone()) {
+            tracing::error!(call = %session.call, error = %e, "cannot receive RTP for the call");
+        }
+        streams.push(Stream::new(session));
     }
 }

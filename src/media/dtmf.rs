@@ -1,6 +1,6 @@
 //! DTMF: RFC 4733 telephone-events from the far end, and digits a client
 //! asks siprelay to send, as telephone-events when the far end negotiated
-//! them and as in-band dual tones when it did not. Pure: the receive task
+//! them and as in-band dual tones when it did not. Pure: the call's receiver
 //! feeds [`DtmfDetector`] packets, the media clock asks [`DtmfSender`] for
 //! each tick's frame.
 

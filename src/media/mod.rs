@@ -14,4 +14,7 @@ pub mod tap;
 pub mod wav;
 
 pub mod clock;
+pub mod intake;
+pub mod receive;
 pub mod session;
+pub mod socket;

@@ -131,7 +131,7 @@ pub enum Arrival {
 
 /// The reception counts of RFC 3550's receiver reports, for one source:
 /// packets expected (from the sequence numbers), received, duplicated,
-/// reordered and late. Fed by the receive task, one call per packet.
+/// reordered and late. Fed by the call's receiver, one call per packet.
 #[derive(Debug, Default, Clone)]
 pub struct ReceptionStats {
     seq: SeqExtender,

@@ -1,31 +1,29 @@
 //! `MediaSession`: one connected call's RTP socket and audio state (IO shell).
 //!
-//! Two parties touch a session: the media clock, which sends one frame per
-//! tick from the playout queue, and the session's receive task, which turns
-//! RTP from the far end into frames for the call's owner. The only lock is
-//! the per-call `outbound` mutex, taken once per tick and once per client
-//! audio message; it is never held across an await.
+//! One shard of the media clock owns a session's both directions: each
+//! tick it sends one frame from the playout queue, and its intake hands
+//! every datagram from the far end to the call's `RtpReceiver`. The only
+//! lock on the audio path is the per-call `outbound` mutex, taken once per
+//! tick and once per client audio message; it is never held across an
+//! await.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::net::UdpSocket;
-use tokio::task::AbortHandle;
-
 use std::sync::OnceLock;
 
-use super::dtmf::{DtmfDetector, DtmfError, DtmfSender};
+use super::dtmf::{DtmfError, DtmfSender};
 use super::jitter::JitterBuffer;
 use super::playout::{QueueFull, FRAME_SAMPLES};
 use super::prompt::{OutboundAudio, Prompt, PromptEnded};
-use super::rtp::{Arrival, ReceptionStats, RtpPacket};
+use super::receive::{AudioStream, FarAudio};
 use super::sdp::Codec;
+use super::socket::RtpSocket;
 use super::tap::RecordTap;
 use crate::call::ports::PortLease;
 use crate::call::CallId;
 use crate::client::ClientHandle;
-use crate::wire::audio;
 
 /// Most audio a client may queue ahead of playout: 60 s.
 pub const PLAYOUT_CAPACITY: usize = 60 * 8000;
@@ -41,7 +39,7 @@ pub struct Outbound {
     pub peer: SocketAddr,
 }
 
-/// A call's RTP counts, written by its receive task and the media clock,
+/// A call's RTP counts, written by its receiver and the media clock,
 /// read by `GET /calls` and `/metrics`.
 #[derive(Debug, Default)]
 pub struct MediaStats {
@@ -83,7 +81,7 @@ impl MediaStats {
 /// socket first, then returns the pair.
 #[derive(Debug)]
 pub struct RtpBinding {
-    pub socket: UdpSocket,
+    pub socket: RtpSocket,
     pub lease: PortLease,
 }
 
@@ -110,9 +108,10 @@ pub struct MediaSession {
     feeds_device: AtomicBool,
     /// Set when the call ends: the clock drops the session at its next tick.
     stopped: AtomicBool,
-    /// The receive task, aborted when the call ends. (A flag checked per
-    /// packet would cost a select and a waker registration per packet.)
-    receiver: Mutex<Option<AbortHandle>>,
+    /// Where the far end's audio goes from now on, until the receiver takes
+    /// it up (`new_far_audio_set` says whether there is one, without the lock).
+    new_far_audio: Mutex<Option<FarAudio>>,
+    new_far_audio_set: AtomicBool,
 }
 
 impl MediaSession {
@@ -140,7 +139,8 @@ impl MediaSession {
             device_out: Mutex::new(None),
             feeds_device: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            receiver: Mutex::new(None),
+            new_far_audio: Mutex::new(None),
+            new_far_audio_set: AtomicBool::new(false),
         })
     }
 
@@ -197,8 +197,15 @@ impl MediaSession {
         }
     }
 
+    /// The far end pressed a key (an RFC 4733 event ended).
+    pub(super) fn far_end_pressed(&self, digit: char) {
+        if let Some(listener) = self.dtmf_listener.get() {
+            (listener.0)(digit);
+        }
+    }
+
     /// Records the far end's audio (decoded) at its RTP timestamp.
-    fn record_far(&self, timestamp: u32, pcm: &[i16]) {
+    pub(super) fn record_far(&self, timestamp: u32, pcm: &[i16]) {
         if let Some(tap) = self.recording.get() {
             tap.lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -213,20 +220,11 @@ impl MediaSession {
         self.outbound.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Ends both directions: nothing more is sent or passed on, and the
+    /// clock drops the session (and with it the socket and port pair) at
+    /// its next tick.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
-        self.abort_receiver();
-    }
-
-    fn abort_receiver(&self) {
-        if let Some(task) = self
-            .receiver
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            task.abort();
-        }
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -235,16 +233,15 @@ impl MediaSession {
 
     /// The far end's audio goes to `owner` from now on (a device that came
     /// back on a new connection).
-    pub fn switch_owner(self: &Arc<Self>, owner: Arc<ClientHandle>) {
-        self.abort_receiver();
+    pub fn switch_owner(&self, owner: Arc<ClientHandle>) {
         if !self.is_stopped() {
             self.start_receiving(owner);
         }
     }
 
-    /// Starts the receive task, forwarding the far end's audio to `owner`
-    /// unless it takes no audio (a call driven over REST).
-    pub fn start_receiving(self: &Arc<Self>, owner: Arc<ClientHandle>) {
+    /// The far end's audio goes to `owner` (unless it takes no audio: a
+    /// call driven over REST) from the next datagram on.
+    pub fn start_receiving(&self, owner: Arc<ClientHandle>) {
         self.outbound()
             .audio
             .follow_device_clock(owner.device_format.is_some());
@@ -267,13 +264,19 @@ impl MediaSession {
             }
             None => FarAudio::Nowhere,
         };
-        let task = tokio::spawn(receive(self.clone(), sink));
-        let mut slot = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
-        if self.is_stopped() {
-            task.abort();
-        } else {
-            *slot = Some(task.abort_handle());
+        *self.new_far_audio.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+        self.new_far_audio_set.store(true, Ordering::Release);
+    }
+
+    /// The receiver's side of `start_receiving`: the new sink, if any.
+    pub(super) fn take_new_far_audio(&self) -> Option<FarAudio> {
+        if !self.new_far_audio_set.swap(false, Ordering::AcqRel) {
+            return None;
         }
+        self.new_far_audio
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
@@ -308,7 +311,7 @@ impl MediaSession {
         out.owner.send_device_audio(frame);
     }
 
-    fn feed_device(&self, timestamp: u32, pcm: &[i16]) {
+    pub(super) fn feed_device(&self, timestamp: u32, pcm: &[i16]) {
         if let Some(out) = self
             .device_out
             .lock()
@@ -333,153 +336,5 @@ impl std::fmt::Debug for DtmfListener {
 impl std::fmt::Debug for PromptListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PromptListener")
-    }
-}
-
-/// A call's audio flowing to a client, for as long as this lives (the
-/// receive task may be aborted at any await: Drop still runs).
-struct AudioStream(Arc<ClientHandle>);
-
-impl Drop for AudioStream {
-    fn drop(&mut self) {
-        self.0.audio_stream_ended();
-    }
-}
-
-/// Where a receive task puts the far end's decoded audio.
-enum FarAudio {
-    /// Text frames to an application, as they arrive.
-    Client(AudioStream),
-    /// The device's jitter buffer, read by the media clock.
-    Device,
-    /// Nowhere but the recording (a call driven over REST).
-    Nowhere,
-}
-
-/// Receives the far end's RTP until the call stops (the task is aborted),
-/// passing each packet's decoded audio on as `sink` says.
-async fn receive(session: Arc<MediaSession>, sink: FarAudio) {
-    let mut datagram = [0u8; 2048];
-    let mut decoded = [0i16; 2048];
-    let mut forward = match &sink {
-        FarAudio::Client(owner) => Some(Forwarder::new(session.call.clone(), owner.0.clone())),
-        FarAudio::Device | FarAudio::Nowhere => None,
-    };
-    let to_device = matches!(sink, FarAudio::Device);
-    let mut latched: Option<SocketAddr> = None;
-    let mut reception = ReceptionStats::default();
-    let mut dtmf = DtmfDetector::default();
-    // Added, not stored: a new receive task (after an owner switch) adds to
-    // what the one before it counted.
-    let mut expected_reported = 0;
-    loop {
-        let (len, from) = match session.rtp.socket.recv_from(&mut datagram).await {
-            Ok(r) => r,
-            // ICMP port unreachable from an earlier send shows up here on
-            // Linux; it says nothing about this socket, so keep going.
-            Err(_) => continue,
-        };
-        let stats = &session.stats;
-        let packet = match RtpPacket::parse(&datagram[..len]) {
-            Ok(p) if latched.is_none_or(|addr| addr == from) => p,
-            _ => {
-                stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-        };
-        if latched.is_none() {
-            // The first real RTP packet decides where ours go from now on.
-            latched = Some(from);
-            session.outbound().peer = from;
-        }
-        let is_event = session.telephone_event == Some(packet.payload_type);
-        if packet.payload_type != session.codec.payload_type && !is_event {
-            stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let arrival = reception.on_packet(packet.sequence, packet.timestamp);
-        let expected = reception.expected();
-        stats.packets_expected.fetch_add(
-            expected.saturating_sub(expected_reported),
-            Ordering::Relaxed,
-        );
-        expected_reported = expected.max(expected_reported);
-        match arrival {
-            Arrival::InOrder => {}
-            Arrival::OutOfOrder => {
-                stats.packets_out_of_order.fetch_add(1, Ordering::Relaxed);
-            }
-            Arrival::Late => {
-                stats.packets_out_of_order.fetch_add(1, Ordering::Relaxed);
-                stats.packets_late.fetch_add(1, Ordering::Relaxed);
-            }
-            // Its audio was heard already.
-            Arrival::Duplicate => {
-                stats.packets_duplicated.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-        }
-        stats.packets_in.fetch_add(1, Ordering::Relaxed);
-        stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
-        if is_event {
-            if let (Some(digit), Some(listener)) = (
-                dtmf.on_packet(packet.timestamp, packet.payload),
-                session.dtmf_listener.get(),
-            ) {
-                (listener.0)(digit);
-            }
-            continue;
-        }
-        let pcm = &mut decoded[..packet.payload.len()];
-        session.codec.law.decode(packet.payload, pcm);
-        session.record_far(packet.timestamp, pcm);
-        if let Some(forward) = &mut forward {
-            forward.push(pcm);
-        } else if to_device {
-            session.feed_device(packet.timestamp, pcm);
-        }
-    }
-}
-
-/// Turns RTP payloads of any duration into 20 ms frames for the owner.
-struct Forwarder {
-    call: CallId,
-    owner: Arc<ClientHandle>,
-    pcm: [i16; FRAME_SAMPLES],
-    filled: usize,
-}
-
-impl Forwarder {
-    fn new(call: CallId, owner: Arc<ClientHandle>) -> Self {
-        Forwarder {
-            call,
-            owner,
-            pcm: [0; FRAME_SAMPLES],
-            filled: 0,
-        }
-    }
-
-    fn push(&mut self, mut pcm: &[i16]) {
-        while !pcm.is_empty() {
-            let take = pcm.len().min(FRAME_SAMPLES - self.filled);
-            self.pcm[self.filled..self.filled + take].copy_from_slice(&pcm[..take]);
-            self.filled += take;
-            pcm = &pcm[take..];
-
-            if self.filled == FRAME_SAMPLES {
-                self.emit();
-            }
-        }
-    }
-
-    fn emit(&mut self) {
-        self.filled = 0;
-        let mut bytes = [0u8; FRAME_SAMPLES * 2];
-        for (pair, s) in bytes.chunks_exact_mut(2).zip(self.pcm) {
-            pair.copy_from_slice(&s.to_le_bytes());
-        }
-        let mut text = String::with_capacity(FRAME_SAMPLES * 3 + 64);
-        audio::write_event(self.owner.dialect, self.call.as_str(), &bytes, &mut text);
-        self.owner.send_audio(text);
     }
 }

@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::net::UdpSocket;
-
 use super::{NoPorts, Switchboard};
 use crate::call::ports::PortLease;
 use crate::call::state::{Direction, EndCause};
@@ -16,6 +14,7 @@ use crate::clock_time::Utc;
 use crate::events::CallEvent;
 use crate::media::sdp::RemoteMedia;
 use crate::media::session::{MediaSession, RtpBinding};
+use crate::media::socket::RtpSocket;
 use crate::media::tap::RecordTap;
 use crate::record::{Ending, RecordingId, Sidecar};
 use crate::wire::{Event, ProtocolError};
@@ -51,14 +50,7 @@ impl Switchboard {
         // A port another program holds is skipped (and goes to the back of the queue).
         for _ in 0..total.min(64) {
             let lease = PortLease::take(&self.ports).ok_or(NoPorts)?;
-            let Ok(std_socket) = std::net::UdpSocket::bind(SocketAddr::new(ip, lease.rtp_port()))
-            else {
-                continue;
-            };
-            if std_socket.set_nonblocking(true).is_err() {
-                continue;
-            }
-            if let Ok(socket) = UdpSocket::from_std(std_socket) {
+            if let Ok(socket) = RtpSocket::bind(SocketAddr::new(ip, lease.rtp_port())) {
                 return Ok(RtpBinding { socket, lease });
             }
         }
@@ -103,8 +95,10 @@ impl Switchboard {
         if let Some(prompt) = script.play {
             session.play(prompt, false);
         }
-        self.clock.add(session.clone());
+        // The owner first: the clock's shard may read the far end's first
+        // packet as soon as it has the session.
         session.start_receiving(owner);
+        self.clock.add(session.clone());
     }
 
     /// The far end pressed a key: the owner and watchers hear it.
