@@ -53,6 +53,21 @@ pub struct OutboundAudio {
     pace: Option<PaceKeeper>,
     /// Reused for paced frames.
     taken: Vec<i16>,
+    /// Whether the last frame carried the client's audio. Client audio that
+    /// comes while this is false starts a talkspurt.
+    client_spoke: bool,
+}
+
+/// What became of a client's audio.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Pushed {
+    pub queued: Result<(), QueueFull>,
+    /// The prompt it cut off (barge-in).
+    pub cut: Option<PromptEnded>,
+    /// The first audio after frames that carried none of the client's
+    /// (silence, a prompt, an underrun): the media clock sends it at once
+    /// instead of at the call's usual slot, and keeps the new slot.
+    pub talkspurt: bool,
 }
 
 impl OutboundAudio {
@@ -62,6 +77,7 @@ impl OutboundAudio {
             playing: None,
             pace: None,
             taken: Vec::with_capacity(FRAME_SAMPLES + 1),
+            client_spoke: false,
         }
     }
 
@@ -83,9 +99,15 @@ impl OutboundAudio {
     }
 
     /// Queues client audio (16-bit LE PCM), cutting off any prompt.
-    pub fn push_client(&mut self, bytes: &[u8]) -> (Result<(), QueueFull>, Option<PromptEnded>) {
+    pub fn push_client(&mut self, bytes: &[u8]) -> Pushed {
         let cut = self.playing.take().map(|p| p.ended(false));
-        (self.queue.push_le_bytes(bytes), cut)
+        let starts = !self.client_spoke && self.queue.is_empty();
+        let queued = self.queue.push_le_bytes(bytes);
+        Pushed {
+            talkspurt: starts && queued.is_ok() && !self.queue.is_empty(),
+            queued,
+            cut,
+        }
     }
 
     /// Drops the client's queued audio and any prompt (`CLEAR`).
@@ -101,10 +123,8 @@ impl OutboundAudio {
     /// Fills this tick's frame; reports a prompt that ran out in it.
     pub fn next_frame(&mut self, frame: &mut [i16; FRAME_SAMPLES]) -> Option<PromptEnded> {
         let Some(playing) = &mut self.playing else {
-            match &mut self.pace {
-                None => {
-                    self.queue.pop_frame(frame);
-                }
+            self.client_spoke = match &mut self.pace {
+                None => self.queue.pop_frame(frame) > 0,
                 Some(keeper) => {
                     let want = keeper.samples_for_frame(self.queue.len());
                     self.taken.clear();
@@ -116,10 +136,12 @@ impl OutboundAudio {
                         frame[..self.taken.len()].copy_from_slice(&self.taken);
                         frame[self.taken.len()..].fill(0);
                     }
+                    !self.taken.is_empty()
                 }
-            }
+            };
             return None;
         };
+        self.client_spoke = false;
         let rest = &playing.prompt.samples[playing.position..];
         let n = rest.len().min(FRAME_SAMPLES);
         frame[..n].copy_from_slice(&rest[..n]);
@@ -172,9 +194,13 @@ mod tests {
         out.play(prompt("greeting", 7, 8000), true);
         let mut frame = [0; FRAME_SAMPLES];
         out.next_frame(&mut frame);
-        let (queued, cut) = out.push_client(&le(-3, 160));
-        assert_eq!(queued, Ok(()));
-        let cut = cut.expect("the greeting is cut off");
+        let pushed = out.push_client(&le(-3, 160));
+        assert_eq!(pushed.queued, Ok(()));
+        assert!(
+            pushed.talkspurt,
+            "the first audio over a prompt starts a talkspurt"
+        );
+        let cut = pushed.cut.expect("the greeting is cut off");
         assert!(cut.greeting && !cut.completed);
         assert_eq!(out.next_frame(&mut frame), None);
         assert!(
@@ -219,5 +245,39 @@ mod tests {
         assert_eq!(frame[0], 9);
         out.next_frame(&mut frame);
         assert_eq!(frame[0], 5);
+    }
+
+    #[test]
+    fn a_talkspurt_starts_after_frames_without_client_audio_only() {
+        let mut out = OutboundAudio::new(8000);
+        let mut frame = [0; FRAME_SAMPLES];
+        out.next_frame(&mut frame); // silence
+        assert!(
+            out.push_client(&le(1, 160)).talkspurt,
+            "first audio after silence"
+        );
+        assert!(
+            !out.push_client(&le(1, 160)).talkspurt,
+            "more audio before the next frame continues it"
+        );
+        out.next_frame(&mut frame);
+        out.next_frame(&mut frame);
+        assert!(
+            !out.push_client(&le(1, 160)).talkspurt,
+            "a client keeping pace, each frame sent before the next comes"
+        );
+        out.next_frame(&mut frame);
+        out.next_frame(&mut frame); // an underrun: nothing of the client's
+        assert!(
+            out.push_client(&le(1, 160)).talkspurt,
+            "audio after an underrun"
+        );
+        let mut full = OutboundAudio::new(160);
+        full.next_frame(&mut frame);
+        let pushed = full.push_client(&le(1, 400));
+        assert!(
+            pushed.queued.is_err() && !pushed.talkspurt,
+            "refused audio starts nothing"
+        );
     }
 }

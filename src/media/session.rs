@@ -108,6 +108,8 @@ pub struct MediaSession {
     feeds_device: AtomicBool,
     /// Set when the call ends: the clock drops the session at its next tick.
     stopped: AtomicBool,
+    /// Set when the client's audio starts a talkspurt (see `Pushed`).
+    talkspurt: AtomicBool,
     /// Where the far end's audio goes from now on, until the receiver takes
     /// it up (`new_far_audio_set` says whether there is one, without the lock).
     new_far_audio: Mutex<Option<FarAudio>>,
@@ -139,6 +141,7 @@ impl MediaSession {
             device_out: Mutex::new(None),
             feeds_device: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            talkspurt: AtomicBool::new(false),
             new_far_audio: Mutex::new(None),
             new_far_audio_set: AtomicBool::new(false),
         })
@@ -147,11 +150,20 @@ impl MediaSession {
     /// Queues client audio (16-bit LE PCM bytes) for playout; it cuts off
     /// any prompt playing (barge-in).
     pub fn push_pcm(&self, bytes: &[u8]) -> Result<(), QueueFull> {
-        let (queued, cut) = self.outbound().audio.push_client(bytes);
-        if let Some(ended) = cut {
+        let pushed = self.outbound().audio.push_client(bytes);
+        if pushed.talkspurt {
+            self.talkspurt.store(true, Ordering::Release);
+        }
+        if let Some(ended) = pushed.cut {
             self.prompt_ended(ended);
         }
-        queued
+        pushed.queued
+    }
+
+    /// Whether client audio started a talkspurt since the last call: the
+    /// clock then sends the call's frame at once.
+    pub fn take_talkspurt(&self) -> bool {
+        self.talkspurt.load(Ordering::Relaxed) && self.talkspurt.swap(false, Ordering::AcqRel)
     }
 
     /// Plays a prompt from the next tick on, instead of queued audio.
