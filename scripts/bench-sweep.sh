@@ -2,7 +2,8 @@
 # Runs siprelay-bench at 100, 500, 1,000 and 2,000 calls, once with one
 # WebSocket connection per call and once with 50 connections sharing the
 # calls, writes each run's JSON and table to DIR (default bench-results/),
-# then plots CPU per call and latency against calls (scripts/plot_bench.py).
+# and the system-call floor (--floor), then plots CPU per call and latency
+# against calls (scripts/plot_bench.py).
 #
 #   bash scripts/bench-sweep.sh [DIR]
 set -euo pipefail
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 out=${1:-bench-results}
 mkdir -p "$out"
 cargo build --release --bins
+target/release/siprelay-bench --floor | tee "$out/floor.txt"
 for calls in 100 500 1000 2000; do
     seconds=30
     [ "$calls" -eq 100 ] && seconds=20

@@ -4,11 +4,13 @@ against the number of calls, for each connection layout.
 
     python3 scripts/plot_bench.py DIR OUT.png
 
-DIR holds {per-call,shared}-{N}.json as written by scripts/bench-sweep.sh.
+DIR holds {per-call,shared}-{N}.json as written by scripts/bench-sweep.sh,
+and floor.txt (the output of `siprelay-bench --floor`) if the floor is to be drawn.
 Needs matplotlib (installed with pip when missing)."""
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -36,6 +38,14 @@ for layout, points in sorted(runs.items()):
     lat.plot(n, [r["rtp_to_ws"]["latency"]["p99_ms"] for _, r in points], "o-", label=f"RTP→WS p99, {labels.get(layout, layout)}")
     lat.plot(n, [r["ws_to_rtp"]["latency"]["p99_ms"] for _, r in points], "s--", label=f"WS→RTP p99, {labels.get(layout, layout)}")
 cpu.axhline(250, color="grey", linestyle=":", label="target 250 µs")
+# The kernel's own cost of the daemon's messages, from `siprelay-bench --floor`.
+floor_path = os.path.join(src, "floor.txt")
+if os.path.exists(floor_path):
+    with open(floor_path) as f:
+        found = re.search(r"falls to the daemon: (\d+) µs", f.read())
+    if found:
+        cpu.axhline(int(found.group(1)), color="black", linestyle="--",
+                    label=f"system-call floor, daemon's share ({found.group(1)} µs)")
 cpu.set_xlabel("concurrent calls")
 cpu.set_ylabel("daemon CPU, µs per call-second")
 cpu.set_title("CPU per call")
