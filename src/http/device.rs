@@ -133,10 +133,12 @@ where
     let interval = board.config.device_ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let mut last_heard = tokio::time::Instant::now();
+    let closing = client.closing.clone().cancelled_owned();
+    tokio::pin!(closing);
     loop {
         let message = tokio::select! {
             m = stream.next() => m,
-            _ = client.closing.cancelled() => break,
+            _ = &mut closing => break,
             _ = ping.tick() => {
                 if last_heard.elapsed() >= interval * 2 {
                     tracing::info!(device = %id, "device silent for two ping intervals; closing");

@@ -89,11 +89,14 @@ async fn read_loop<R, E>(connection: &mut Connection, mut stream: R)
 where
     R: Stream<Item = Result<Message, E>> + Unpin,
 {
-    let closing = connection.client().closing.clone();
+    // One future for the whole loop: a new one per message would register
+    // and unregister a waiter under the token's lock every time.
+    let closing = connection.client().closing.clone().cancelled_owned();
+    tokio::pin!(closing);
     loop {
         let message = tokio::select! {
             m = stream.next() => m,
-            _ = closing.cancelled() => return,
+            _ = &mut closing => return,
         };
         match message {
             Some(Ok(Message::Text(text))) => connection.handle_text(text.as_str()).await,
@@ -116,10 +119,12 @@ pub(super) async fn write_loop<S>(
 ) where
     S: Sink<Message> + Unpin,
 {
+    let closing = client.closing.clone().cancelled_owned();
+    tokio::pin!(closing);
     loop {
         let first = tokio::select! {
             biased;
-            _ = client.closing.cancelled() => break,
+            _ = &mut closing => break,
             Some(m) = queue.recv() => m,
         };
         if sink.feed(text(&client, first)).await.is_err() {

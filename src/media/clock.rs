@@ -223,10 +223,12 @@ async fn run_shard(
     let mut recorded = Vec::new();
     // Slots since the shard started.
     let mut now: u64 = 0;
+    let shutdown = shutdown.cancelled_owned();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return,
+            _ = &mut shutdown => return,
             _ = ticker.tick() => {}
             ready = waker.readable() => {
                 match ready {
