@@ -30,6 +30,8 @@ pub enum StartError {
     Greeting(#[from] PromptError),
     #[error("cannot start the recorder: {0}")]
     Recorder(std::io::Error),
+    #[error("cannot start the media clock (epoll): {0}")]
+    Media(std::io::Error),
 }
 
 /// A running daemon. Dropping it does not stop it; call [`Daemon::shutdown`].
@@ -60,7 +62,8 @@ impl Daemon {
             None => None,
         };
         let sink = recorder.clone().map(|r| r as Arc<dyn RecordingSink>);
-        let clock = MediaClock::start(workers, sink, stop_media.clone());
+        let clock =
+            MediaClock::start(workers, sink, stop_media.clone()).map_err(StartError::Media)?;
         let board = Switchboard::new(config, clock, prompts, recorder);
         let sip = SipEndpoint::start(board.clone(), stop_sip.clone()).await?;
         board.set_sip_ready(true);

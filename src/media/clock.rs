@@ -1,19 +1,28 @@
 //! `MediaClock`: the shards that carry every call's RTP, both ways.
 //!
 //! A timer per call would cost 50 wake-ups a second per call; here each
-//! shard (one per worker thread) wakes 50 times a second in all and sends
-//! one packet for each of its calls. The packet is encoded into one reused
-//! buffer: no allocation per frame. The same shard task receives its calls'
-//! RTP through its intake (one epoll set for all of them), so a call costs
-//! no task of its own.
+//! shard (one per worker thread) wakes 200 times a second in all, whatever
+//! its number of calls, and sends each call's packet when it is due. The
+//! packet is encoded into one reused buffer: no allocation per frame. The
+//! same shard task receives its calls' RTP through its intake (one epoll
+//! set for all of them), so a call costs no task of its own.
 //!
-//! A call's frames go out every 20 ms on one of four 5 ms slots. The slot
-//! moves to the client: when its audio starts a talkspurt (see
-//! `prompt::Pushed`), the frame goes out at the next slot, 5 ms at most
-//! after it came, and the call keeps that slot. A client sending in real
-//! time thus waits at most one slot for each frame, not up to a whole
-//! frame, and a late frame re-times the call instead of leaving 20 ms of
-//! backlog behind it.
+//! Each call has a grid: frame k is due 20 ms × k after its first, so the
+//! far end gets 50 packets a second true to wall time. The clock wakes
+//! every 5 ms (a slot), and a call's frames go out at an offset of its own
+//! from the grid, at most three slots (15 ms) either way, so the stream
+//! never drifts from wall time. The offset follows the client:
+//! - a talkspurt's first frame (after silence, a prompt or `CLEAR`) goes
+//!   out at the next slot, as early as three slots before its grid point,
+//!   and the offset becomes that slot's;
+//! - while the client speaks, a frame that has not come by its slot is
+//!   waited for, up to three slots past the grid point, instead of
+//!   sending silence and leaving that frame 20 ms of backlog; the offset
+//!   moves to the slot it went out on.
+//!
+//! So a client sending in real time waits about 5 ms per frame instead of
+//! up to 20, and its packets stay evenly spaced once the offset has
+//! settled.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,36 +49,43 @@ pub struct MediaClock {
 
 #[derive(Default)]
 struct Shard {
-    /// Sessions added since the last tick; the shard's task moves them into
-    /// its own list, so adding a call never waits for a tick to finish.
+    /// Sessions added since the last slot; the shard's task moves them into
+    /// its own list, so adding a call never waits for a slot to finish.
     joining: Mutex<Vec<Arc<MediaSession>>>,
 }
 
 impl MediaClock {
-    /// Starts `shards` ticker tasks, running until `shutdown` is cancelled.
-    /// Recorded calls' frames go to `recordings`.
+    /// Starts `shards` shard tasks, running until `shutdown` is cancelled.
+    /// Recorded calls' frames go to `recordings`. Fails if a shard cannot
+    /// have its epoll set: a daemon without media must not start.
     pub fn start(
         shards: usize,
         recordings: Option<Arc<dyn RecordingSink>>,
         shutdown: CancellationToken,
-    ) -> Arc<MediaClock> {
-        let shards: Vec<Arc<Shard>> = (0..shards.max(1))
-            .map(|_| Arc::new(Shard::default()))
-            .collect();
-        for shard in &shards {
+    ) -> std::io::Result<Arc<MediaClock>> {
+        let mut started = Vec::new();
+        for _ in 0..shards.max(1) {
+            let shard = Arc::new(Shard::default());
+            let (intake, waker) = intake()?;
+            started.push((shard, intake, waker));
+        }
+        let shards = started.iter().map(|(s, _, _)| s.clone()).collect();
+        for (shard, intake, waker) in started {
             tokio::spawn(run_shard(
-                shard.clone(),
+                shard,
+                intake,
+                waker,
                 recordings.clone(),
                 shutdown.clone(),
             ));
         }
-        Arc::new(MediaClock {
+        Ok(Arc::new(MediaClock {
             shards,
             next: AtomicUsize::new(0),
-        })
+        }))
     }
 
-    /// From the next tick on, `session` sends a frame every 20 ms until stopped.
+    /// From the next slot on, `session` sends a frame every 20 ms until stopped.
     pub fn add(&self, session: Arc<MediaSession>) {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
         self.shards[i]
@@ -83,8 +99,10 @@ impl MediaClock {
 /// One call's outbound stream as the clock sees it.
 struct Stream {
     session: Arc<MediaSession>,
-    /// The slot (counted from the shard's start) of the next frame.
-    due: u64,
+    /// The grid point (a slot, counted from the shard's start) of the next frame.
+    grid: u64,
+    /// Slots from its grid point at which each frame goes out (-3 to 3).
+    offset: i64,
     ssrc: u32,
     sequence: u16,
     timestamp: u32,
@@ -100,7 +118,8 @@ impl Stream {
         };
         Stream {
             session,
-            due: now,
+            grid: now,
+            offset: 0,
             ssrc: seed as u32,
             sequence: (seed >> 32) as u16,
             timestamp: (seed >> 16) as u32,
@@ -108,9 +127,9 @@ impl Stream {
         }
     }
 
-    /// At slot `now`: sends the call's frame if it is due, or if the
-    /// client's audio just started a talkspurt (and hands it to the
-    /// recording); false once the call has stopped.
+    /// At slot `now`: sends the call's next frame when it is due (see the
+    /// module's doc) and hands it to the recording; false once the call
+    /// has stopped.
     fn on_slot(
         &mut self,
         now: u64,
@@ -122,10 +141,19 @@ impl Stream {
         if s.is_stopped() {
             return false;
         }
-        if now < self.due && !s.take_talkspurt() {
-            return true;
+        let (now_at, grid) = (now as i64, self.grid as i64);
+        let reach = SLOTS as i64 - 1;
+        let talkspurt = s.talkspurt_waits() && now_at + reach >= grid;
+        if !talkspurt {
+            if now_at < grid + self.offset {
+                return true;
+            }
+            if s.starved() && now_at < grid + reach {
+                return true;
+            }
         }
-        self.due = now + SLOTS;
+        self.offset = (now_at - grid).clamp(-reach, reach);
+        self.grid += SLOTS;
         self.send_frame(pcm, packet, recorded);
         true
     }
@@ -145,6 +173,11 @@ impl Stream {
                 DtmfTick::Idle => out.audio.next_frame(pcm),
                 _ => None,
             };
+            // The talkspurt's audio, if any waits, is in this frame.
+            if s.talkspurt.load(Ordering::Relaxed) {
+                s.talkspurt.store(false, Ordering::Relaxed);
+            }
+            s.note_queue(&out);
             (out.peer, ended, dtmf)
         };
         if let Some(ended) = prompt_ended {
@@ -202,19 +235,13 @@ impl Stream {
 
 async fn run_shard(
     shard: Arc<Shard>,
+    mut intake: RtpIntake,
+    waker: IntakeWaker,
     recordings: Option<Arc<dyn RecordingSink>>,
     shutdown: CancellationToken,
 ) {
-    let (mut intake, waker) = match intake() {
-        Ok(i) => i,
-        Err(e) => {
-            // Without epoll there is no media at all; say so loudly.
-            tracing::error!(error = %e, "cannot create the RTP intake; calls of this shard get no media");
-            return;
-        }
-    };
     let mut ticker = interval(TICK / SLOTS as u32);
-    // A late tick is followed by catch-up ticks, so the far end still gets
+    // A late slot is followed by catch-up slots, so the far end still gets
     // 50 packets a second and RTP timestamps stay true to wall time.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut streams: Vec<Stream> = Vec::new();
@@ -241,8 +268,7 @@ async fn run_shard(
         join(&shard, &mut streams, &mut intake, &waker, now);
         streams.retain_mut(|s| s.on_slot(now, &mut pcm, &mut packet, &mut recorded));
         intake.remove_stopped(&waker);
-        // One batch per 20 ms, as the recorder's bounded queue counts them.
-        if now % SLOTS == SLOTS - 1 && !recorded.is_empty() {
+        if !recorded.is_empty() {
             let batch = std::mem::take(&mut recorded);
             if let Some(sink) = &recordings {
                 sink.submit(batch);
@@ -330,37 +356,72 @@ mod tests {
     }
 
     #[test]
-    fn a_talkspurt_goes_out_at_the_next_slot_and_the_call_keeps_it() {
+    fn the_offset_follows_the_client_and_stays_within_three_slots() {
         let far = UdpSocket::bind("127.0.0.1:0").unwrap();
         // Loopback delivers within the send; the timeout only bounds a
         // slot that sent nothing.
-        far.set_read_timeout(Some(Duration::from_millis(20)))
+        far.set_read_timeout(Some(Duration::from_millis(5)))
             .unwrap();
         let mut s = stream(&far);
-        // Silence on slots 0, 4, 8: one frame per four slots.
-        let before = run(&mut s, &far, 0..10);
+        let tone = frame_of(8000);
+        let mut sent = Vec::new();
+        // Silence on the grid: slots 0, 4, 8.
+        sent.extend(run(&mut s, &far, 0..10));
+        // A talkspurt queued between slots 9 and 10 goes out at 10, two
+        // slots before its grid point 12; the next frame, queued in time,
+        // at 14.
+        s.session.push_pcm(&tone).unwrap();
+        sent.extend(run(&mut s, &far, 10..14));
+        s.session.push_pcm(&tone).unwrap();
+        sent.extend(run(&mut s, &far, 14..15));
+        // The next is late: nothing goes out at 18 (no silence); it comes
+        // before 19 and goes out then, and the offset moves there.
+        sent.extend(run(&mut s, &far, 15..19));
+        s.session.push_pcm(&tone).unwrap();
+        sent.extend(run(&mut s, &far, 19..23));
+        s.session.push_pcm(&tone).unwrap();
+        sent.extend(run(&mut s, &far, 23..24));
+        // The talkspurt ends: its next frame is waited for until three
+        // slots past the grid point (31), then silence follows at 35.
+        sent.extend(run(&mut s, &far, 24..36));
+        let slots: Vec<(u64, bool)> = sent.iter().map(|p| (p.0, p.2)).collect();
         assert_eq!(
-            before.iter().map(|p| p.0).collect::<Vec<_>>(),
-            vec![0, 4, 8]
+            slots,
+            vec![
+                (0, false),
+                (4, false),
+                (8, false),
+                (10, true),
+                (14, true),
+                (19, true),
+                (23, true),
+                (31, false),
+                (35, false)
+            ]
         );
-        assert!(before.iter().all(|p| !p.2));
-        // The client's first frame comes between slots 9 and 10: it goes
-        // out at slot 10, not at 12, and the call's frames follow every
-        // four slots from there, the client keeping pace.
-        s.session.push_pcm(&frame_of(8000)).unwrap();
-        let mut after = run(&mut s, &far, 10..14);
-        s.session.push_pcm(&frame_of(8000)).unwrap();
-        after.extend(run(&mut s, &far, 14..18));
-        assert_eq!(
-            after.iter().map(|p| (p.0, p.2)).collect::<Vec<_>>(),
-            vec![(10, true), (14, true)]
-        );
-        // RTP timestamps stay one frame apart whatever the slot.
-        let stamps: Vec<u32> = before.iter().chain(&after).map(|p| p.1).collect();
+        // RTP timestamps stay one frame apart whatever the slot, and frame
+        // k never leaves more than three slots from its grid point 4k.
+        let stamps: Vec<u32> = sent.iter().map(|p| p.1).collect();
         assert!(stamps.windows(2).all(|w| w[1].wrapping_sub(w[0]) == 160));
-        // Nothing more while the client keeps pace: no talkspurt, the slot holds.
-        s.session.push_pcm(&frame_of(8000)).unwrap();
-        let steady = run(&mut s, &far, 18..23);
-        assert_eq!(steady.iter().map(|p| p.0).collect::<Vec<_>>(), vec![18, 22]);
+        for (k, p) in sent.iter().enumerate() {
+            assert!(p.0.abs_diff(4 * k as u64) <= 3, "frame {k} at slot {}", p.0);
+        }
+    }
+
+    #[test]
+    fn a_deep_queue_keeps_the_grid() {
+        let far = UdpSocket::bind("127.0.0.1:0").unwrap();
+        far.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let mut s = stream(&far);
+        // 2 s of audio at once, as a text-to-speech engine sends it.
+        for _ in 0..100 {
+            s.session.push_pcm(&frame_of(8000)).unwrap();
+        }
+        let sent = run(&mut s, &far, 0..200);
+        // Frame k goes out at slot 4k: 50 frames in 200 slots, no more.
+        let slots: Vec<u64> = sent.iter().map(|p| p.0).collect();
+        assert_eq!(slots, (0..50).map(|k| 4 * k).collect::<Vec<_>>());
+        assert!(sent.iter().all(|p| p.2));
     }
 }

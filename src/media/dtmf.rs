@@ -2,7 +2,7 @@
 //! asks siprelay to send, as telephone-events when the far end negotiated
 //! them and as in-band dual tones when it did not. Pure: the call's receiver
 //! feeds [`DtmfDetector`] packets, the media clock asks [`DtmfSender`] for
-//! each tick's frame.
+//! each frame.
 
 use std::collections::VecDeque;
 
@@ -76,13 +76,13 @@ impl DtmfDetector {
     }
 }
 
-/// What the clock sends this tick.
+/// What the clock sends as this frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtmfTick {
     /// No digits to send: play the call's audio as usual.
     Idle,
     /// Send `pcm` (filled: an in-band tone or the silence between digits)
-    /// as this tick's audio.
+    /// as this frame's audio.
     Audio,
     /// Send this telephone-event packet instead of audio; `pcm` holds the
     /// tone it stands for (for the recording). `first`: set the marker bit.

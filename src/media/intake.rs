@@ -195,6 +195,9 @@ fn read_all(receiver: &mut RtpReceiver, batch: &mut RecvBatch) {
                 receiver.on_datagram(datagram, from);
             }
         }
+        // Short means empty: the socket is unconnected and has no
+        // IP_RECVERR, so no ICMP error can cut a batch short and wait for
+        // the next call.
         if received < BATCH {
             return;
         }

@@ -2,7 +2,7 @@
 //!
 //! Clients send PCM in chunks of any size and at any pace (a text-to-speech
 //! engine often sends seconds at once). The queue keeps those samples in
-//! order and hands the media clock exactly one 20 ms frame per tick; the
+//! order and hands the media clock exactly one 20 ms frame each time it asks; the
 //! clock pads with silence when the queue runs dry. The queue is bounded:
 //! a client cannot make the daemon hold more than `capacity` samples.
 

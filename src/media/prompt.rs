@@ -53,21 +53,8 @@ pub struct OutboundAudio {
     pace: Option<PaceKeeper>,
     /// Reused for paced frames.
     taken: Vec<i16>,
-    /// Whether the last frame carried the client's audio. Client audio that
-    /// comes while this is false starts a talkspurt.
+    /// Whether the last frame carried the client's audio.
     client_spoke: bool,
-}
-
-/// What became of a client's audio.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Pushed {
-    pub queued: Result<(), QueueFull>,
-    /// The prompt it cut off (barge-in).
-    pub cut: Option<PromptEnded>,
-    /// The first audio after frames that carried none of the client's
-    /// (silence, a prompt, an underrun): the media clock sends it at once
-    /// instead of at the call's usual slot, and keeps the new slot.
-    pub talkspurt: bool,
 }
 
 impl OutboundAudio {
@@ -99,20 +86,36 @@ impl OutboundAudio {
     }
 
     /// Queues client audio (16-bit LE PCM), cutting off any prompt.
-    pub fn push_client(&mut self, bytes: &[u8]) -> Pushed {
+    pub fn push_client(&mut self, bytes: &[u8]) -> (Result<(), QueueFull>, Option<PromptEnded>) {
         let cut = self.playing.take().map(|p| p.ended(false));
-        let starts = !self.client_spoke && self.queue.is_empty();
-        let queued = self.queue.push_le_bytes(bytes);
-        Pushed {
-            talkspurt: starts && queued.is_ok() && !self.queue.is_empty(),
-            queued,
-            cut,
-        }
+        (self.queue.push_le_bytes(bytes), cut)
+    }
+
+    /// Whether client audio pushed now starts a talkspurt: the last frame
+    /// carried none of the client's audio (silence, a prompt, an
+    /// underrun) and none waits. Never for audio paced to a device's
+    /// clock, whose queue depth is kept on purpose. See `clock.rs`.
+    pub fn awaits_talkspurt(&self) -> bool {
+        self.pace.is_none() && !self.client_spoke && self.queue.is_empty()
+    }
+
+    /// Whether any of the client's audio waits.
+    pub fn has_client_audio(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Whether the client was speaking (the last frame was its audio) and
+    /// nothing of its audio waits: its next frame is late, or its
+    /// talkspurt has ended. See `clock.rs`.
+    pub fn starved(&self) -> bool {
+        self.pace.is_none() && self.playing.is_none() && self.client_spoke && self.queue.is_empty()
     }
 
     /// Drops the client's queued audio and any prompt (`CLEAR`).
     pub fn clear(&mut self) -> Option<PromptEnded> {
         self.queue.clear();
+        // Silence from here: audio after it starts a new talkspurt.
+        self.client_spoke = false;
         self.playing.take().map(|p| p.ended(false))
     }
 
@@ -194,13 +197,9 @@ mod tests {
         out.play(prompt("greeting", 7, 8000), true);
         let mut frame = [0; FRAME_SAMPLES];
         out.next_frame(&mut frame);
-        let pushed = out.push_client(&le(-3, 160));
-        assert_eq!(pushed.queued, Ok(()));
-        assert!(
-            pushed.talkspurt,
-            "the first audio over a prompt starts a talkspurt"
-        );
-        let cut = pushed.cut.expect("the greeting is cut off");
+        let (queued, cut) = out.push_client(&le(-3, 160));
+        assert_eq!(queued, Ok(()));
+        let cut = cut.expect("the greeting is cut off");
         assert!(cut.greeting && !cut.completed);
         assert_eq!(out.next_frame(&mut frame), None);
         assert!(
@@ -252,32 +251,40 @@ mod tests {
         let mut out = OutboundAudio::new(8000);
         let mut frame = [0; FRAME_SAMPLES];
         out.next_frame(&mut frame); // silence
-        assert!(
-            out.push_client(&le(1, 160)).talkspurt,
-            "first audio after silence"
-        );
-        assert!(
-            !out.push_client(&le(1, 160)).talkspurt,
-            "more audio before the next frame continues it"
-        );
-        out.next_frame(&mut frame);
+        assert!(out.awaits_talkspurt(), "first audio after silence");
+        let _ = out.push_client(&le(1, 160));
+        assert!(!out.awaits_talkspurt(), "audio waits: more continues it");
         out.next_frame(&mut frame);
         assert!(
-            !out.push_client(&le(1, 160)).talkspurt,
-            "a client keeping pace, each frame sent before the next comes"
+            !out.awaits_talkspurt(),
+            "a client keeping pace: the last frame was its audio"
         );
-        out.next_frame(&mut frame);
         out.next_frame(&mut frame); // an underrun: nothing of the client's
-        assert!(
-            out.push_client(&le(1, 160)).talkspurt,
-            "audio after an underrun"
-        );
-        let mut full = OutboundAudio::new(160);
-        full.next_frame(&mut frame);
-        let pushed = full.push_client(&le(1, 400));
-        assert!(
-            pushed.queued.is_err() && !pushed.talkspurt,
-            "refused audio starts nothing"
-        );
+        assert!(out.awaits_talkspurt(), "audio after an underrun");
+        out.play(prompt("beep.wav", 9, 800), false);
+        out.next_frame(&mut frame);
+        assert!(out.awaits_talkspurt(), "audio over a prompt (barge-in)");
+        out.follow_device_clock(true);
+        assert!(!out.awaits_talkspurt(), "a device's audio keeps its pace");
+    }
+
+    #[test]
+    fn starved_while_the_client_speaks_and_nothing_waits() {
+        let mut out = OutboundAudio::new(8000);
+        let mut frame = [0; FRAME_SAMPLES];
+        assert!(!out.starved(), "silence is not starving");
+        let _ = out.push_client(&le(1, 160));
+        assert!(!out.starved());
+        out.next_frame(&mut frame);
+        assert!(out.starved(), "spoke, and the next frame is not there");
+        let _ = out.push_client(&le(1, 80));
+        assert!(!out.starved());
+        out.next_frame(&mut frame);
+        out.clear();
+        assert!(!out.starved(), "CLEAR asks for silence");
+        let _ = out.push_client(&le(1, 160));
+        out.next_frame(&mut frame);
+        out.play(prompt("beep.wav", 9, 800), false);
+        assert!(!out.starved(), "a prompt plays instead");
     }
 }

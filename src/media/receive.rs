@@ -82,7 +82,7 @@ impl RtpReceiver {
 
     /// Takes up a new owner set on the session since the last datagram (a
     /// device that came back on a new connection): one atomic load when
-    /// there is none.
+    /// there is none (`take_new_far_audio` loads before it swaps).
     fn follow_owner(&mut self) {
         let Some(sink) = self.session.take_new_far_audio() else {
             return;

@@ -1,10 +1,10 @@
 //! `MediaSession`: one connected call's RTP socket and audio state (IO shell).
 //!
 //! One shard of the media clock owns a session's both directions: each
-//! tick it sends one frame from the playout queue, and its intake hands
+//! 20 ms it sends one frame from the playout queue, and its intake hands
 //! every datagram from the far end to the call's `RtpReceiver`. The only
 //! lock on the audio path is the per-call `outbound` mutex, taken once per
-//! tick and once per client audio message; it is never held across an
+//! frame and once per client audio message; it is never held across an
 //! await.
 
 use std::net::SocketAddr;
@@ -28,7 +28,7 @@ use crate::client::ClientHandle;
 /// Most audio a client may queue ahead of playout: 60 s.
 pub const PLAYOUT_CAPACITY: usize = 60 * 8000;
 
-/// What the media clock needs each tick, behind one lock.
+/// What the media clock needs for each frame, behind one lock.
 #[derive(Debug)]
 pub struct Outbound {
     pub audio: OutboundAudio,
@@ -101,15 +101,19 @@ pub struct MediaSession {
     /// Told when the far end presses a key.
     dtmf_listener: OnceLock<DtmfListener>,
     /// Set while a device owns the call: the far end's audio waits here and
-    /// goes to the device one frame per tick, on the media clock.
+    /// goes to the device one frame per 20 ms, on the media clock.
     device_out: Mutex<Option<DeviceOut>>,
     /// Whether `device_out` is set: the clock checks this, not the lock,
-    /// on every tick of every call.
+    /// on every frame of every call.
     feeds_device: AtomicBool,
-    /// Set when the call ends: the clock drops the session at its next tick.
+    /// Set when the call ends: the clock drops the session at its next slot.
     stopped: AtomicBool,
-    /// Set when the client's audio starts a talkspurt (see `Pushed`).
-    talkspurt: AtomicBool,
+    /// Client audio started a talkspurt and waits for its first frame (see
+    /// `clock.rs`). Written under the `outbound` lock only, so that the
+    /// frame that sends the audio also clears it.
+    pub talkspurt: AtomicBool,
+    /// Mirrors `OutboundAudio::starved`, for the clock to read without the lock.
+    starved: AtomicBool,
     /// Where the far end's audio goes from now on, until the receiver takes
     /// it up (`new_far_audio_set` says whether there is one, without the lock).
     new_far_audio: Mutex<Option<FarAudio>>,
@@ -142,6 +146,7 @@ impl MediaSession {
             feeds_device: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             talkspurt: AtomicBool::new(false),
+            starved: AtomicBool::new(false),
             new_far_audio: Mutex::new(None),
             new_far_audio_set: AtomicBool::new(false),
         })
@@ -150,25 +155,48 @@ impl MediaSession {
     /// Queues client audio (16-bit LE PCM bytes) for playout; it cuts off
     /// any prompt playing (barge-in).
     pub fn push_pcm(&self, bytes: &[u8]) -> Result<(), QueueFull> {
-        let pushed = self.outbound().audio.push_client(bytes);
-        if pushed.talkspurt {
-            self.talkspurt.store(true, Ordering::Release);
-        }
-        if let Some(ended) = pushed.cut {
+        let (queued, cut) = {
+            let mut out = self.outbound();
+            let starts = out.audio.awaits_talkspurt();
+            let pushed = out.audio.push_client(bytes);
+            if starts && out.audio.has_client_audio() {
+                // Under the lock: the frame that sends this audio clears it.
+                self.talkspurt.store(true, Ordering::Relaxed);
+            }
+            self.note_queue(&out);
+            pushed
+        };
+        if let Some(ended) = cut {
             self.prompt_ended(ended);
         }
-        pushed.queued
+        queued
     }
 
-    /// Whether client audio started a talkspurt since the last call: the
-    /// clock then sends the call's frame at once.
-    pub fn take_talkspurt(&self) -> bool {
-        self.talkspurt.load(Ordering::Relaxed) && self.talkspurt.swap(false, Ordering::AcqRel)
+    /// Whether client audio started a talkspurt that no frame has sent yet.
+    pub fn talkspurt_waits(&self) -> bool {
+        self.talkspurt.load(Ordering::Relaxed)
     }
 
-    /// Plays a prompt from the next tick on, instead of queued audio.
+    /// Whether the client was speaking and its next frame has not come
+    /// (see `OutboundAudio::starved`).
+    pub fn starved(&self) -> bool {
+        self.starved.load(Ordering::Relaxed)
+    }
+
+    /// Keeps `starved` true to the queue; called with the lock held after
+    /// every change to it.
+    pub fn note_queue(&self, out: &Outbound) {
+        self.starved.store(out.audio.starved(), Ordering::Relaxed);
+    }
+
+    /// Plays a prompt from the next frame on, instead of queued audio.
     pub fn play(&self, prompt: Prompt, greeting: bool) {
-        let replaced = self.outbound().audio.play(prompt, greeting);
+        let replaced = {
+            let mut out = self.outbound();
+            let replaced = out.audio.play(prompt, greeting);
+            self.note_queue(&out);
+            replaced
+        };
         if let Some(ended) = replaced {
             self.prompt_ended(ended);
         }
@@ -176,13 +204,19 @@ impl MediaSession {
 
     /// `CLEAR`: stops any prompt and drops the client's queued audio.
     pub fn clear(&self) {
-        let cut = self.outbound().audio.clear();
+        let cut = {
+            let mut out = self.outbound();
+            self.talkspurt.store(false, Ordering::Relaxed);
+            let cut = out.audio.clear();
+            self.note_queue(&out);
+            cut
+        };
         if let Some(ended) = cut {
             self.prompt_ended(ended);
         }
     }
 
-    /// Records both directions from the next tick on.
+    /// Records both directions from the next frame on.
     pub fn start_recording(&self, tap: RecordTap) {
         let _ = self.recording.set(Mutex::new(tap));
     }
@@ -234,7 +268,7 @@ impl MediaSession {
 
     /// Ends both directions: nothing more is sent or passed on, and the
     /// clock drops the session (and with it the socket and port pair) at
-    /// its next tick.
+    /// its next slot.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
     }
@@ -254,9 +288,11 @@ impl MediaSession {
     /// The far end's audio goes to `owner` (unless it takes no audio: a
     /// call driven over REST) from the next datagram on.
     pub fn start_receiving(&self, owner: Arc<ClientHandle>) {
-        self.outbound()
-            .audio
-            .follow_device_clock(owner.device_format.is_some());
+        {
+            let mut out = self.outbound();
+            out.audio.follow_device_clock(owner.device_format.is_some());
+            self.note_queue(&out);
+        }
         *self.device_out.lock().unwrap_or_else(|e| e.into_inner()) =
             owner.device_format.map(|format| {
                 owner.audio_stream_started();
@@ -282,7 +318,9 @@ impl MediaSession {
 
     /// The receiver's side of `start_receiving`: the new sink, if any.
     pub(super) fn take_new_far_audio(&self) -> Option<FarAudio> {
-        if !self.new_far_audio_set.swap(false, Ordering::AcqRel) {
+        if !self.new_far_audio_set.load(Ordering::Acquire)
+            || !self.new_far_audio_set.swap(false, Ordering::AcqRel)
+        {
             return None;
         }
         self.new_far_audio
@@ -307,7 +345,7 @@ impl Drop for DeviceOut {
 }
 
 impl MediaSession {
-    /// Media clock, once a tick: the device's next frame.
+    /// Media clock, once a frame: the device's next frame.
     pub fn tick_device(&self) {
         if !self.feeds_device.load(Ordering::Acquire) {
             return;

@@ -4,7 +4,7 @@
 //! The far end's audio goes through a [`JitterBuffer`] (so loss and
 //! reordering keep their place in time); what siprelay sends is delayed by
 //! the buffer's depth, so the two channels line up as they were heard at
-//! the daemon. Each tick yields one stereo frame, numbered, so that the
+//! the daemon. Each frame sent yields one stereo frame, numbered, so that the
 //! writer can fill any frame lost on the way with silence of its length.
 
 use super::jitter::{JitterBuffer, DEPTH};
@@ -24,7 +24,7 @@ pub struct TappedFrame {
     pub samples: [i16; STEREO_FRAME],
 }
 
-/// Where the media clock hands recorded frames, one batch per tick.
+/// Where the media clock hands recorded frames, one batch per slot.
 pub trait RecordingSink: Send + Sync {
     fn submit(&self, frames: Vec<TappedFrame>);
 }
@@ -52,7 +52,7 @@ impl RecordTap {
         self.index
     }
 
-    /// Called once per tick with the frame siprelay just sent.
+    /// Called once per frame with the frame siprelay just sent.
     pub fn tick(&mut self, sent_now: &[i16; FRAME_SAMPLES]) -> TappedFrame {
         let slot = self.index as usize % DELAY_FRAMES;
         let sent = std::mem::replace(&mut self.sent[slot], *sent_now);

@@ -1,7 +1,7 @@
 //! Call recording (IO shell): one stereo WAV and one JSON sidecar per call,
 //! written by a thread of its own so that a slow disk never delays RTP.
 //!
-//! The media clock hands each tick's frames over in one batch
+//! Each shard of the media clock hands each 5 ms slot's frames over in one batch
 //! ([`RecordingSink`]); at most [`MAX_BATCHES_IN_FLIGHT`] batches wait for
 //! the writer, and a batch beyond that is dropped and counted. The writer
 //! numbers frames, so whatever was dropped comes back as silence of the
@@ -22,8 +22,9 @@ use crate::media::tap::{RecordingSink, TappedFrame};
 pub use sidecar::Sidecar;
 pub use store::{RecordingId, Store};
 
-/// Ticks of frames that may wait for the writer: 10 s.
-pub const MAX_BATCHES_IN_FLIGHT: usize = 500;
+/// Batches of frames that may wait for the writer: 10 s of one shard's
+/// slots (a batch per 5 ms slot that sent any recorded frame).
+pub const MAX_BATCHES_IN_FLIGHT: usize = 2000;
 
 /// Tells whoever cares (the call's owner) that its recording stopped.
 pub type ErrorReport = Box<dyn Fn(&str) + Send>;
