@@ -12,9 +12,9 @@
 //! every 5 ms (a slot), and a call's frames go out at an offset of its own
 //! from the grid, at most three slots (15 ms) either way, so the stream
 //! never drifts from wall time. The offset follows the client:
-//! - a talkspurt's first frame (after silence, a prompt or `CLEAR`) goes
-//!   out at the next slot, as early as three slots before its grid point,
-//!   and the offset becomes that slot's;
+//! - a talkspurt's first frame (a whole frame of client audio after
+//!   silence, a prompt or `CLEAR`) goes out at the next slot, as early as
+//!   three slots before its grid point, and the offset becomes that slot's;
 //! - while the client speaks, a frame that has not come by its slot is
 //!   waited for, up to three slots past the grid point, instead of
 //!   sending silence and leaving that frame 20 ms of backlog; the offset
@@ -173,10 +173,6 @@ impl Stream {
                 DtmfTick::Idle => out.audio.next_frame(pcm),
                 _ => None,
             };
-            // The talkspurt's audio, if any waits, is in this frame.
-            if s.talkspurt.load(Ordering::Relaxed) {
-                s.talkspurt.store(false, Ordering::Relaxed);
-            }
             s.note_queue(&out);
             (out.peer, ended, dtmf)
         };
@@ -406,6 +402,24 @@ mod tests {
         for (k, p) in sent.iter().enumerate() {
             assert!(p.0.abs_diff(4 * k as u64) <= 3, "frame {k} at slot {}", p.0);
         }
+    }
+
+    #[test]
+    fn digits_keep_the_call_s_slots() {
+        let far = UdpSocket::bind("127.0.0.1:0").unwrap();
+        far.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        let mut s = stream(&far);
+        let mut sent = run(&mut s, &far, 0..2);
+        // The client speaks one frame (at slot 2, offset -2), then asks for
+        // a digit: no hold for audio it will not send, the digit's frames
+        // go out on the call's slots 6, 10, ...
+        s.session.push_pcm(&frame_of(8000)).unwrap();
+        sent.extend(run(&mut s, &far, 2..3));
+        s.session.send_dtmf("5").unwrap();
+        sent.extend(run(&mut s, &far, 3..15));
+        let slots: Vec<u64> = sent.iter().map(|p| p.0).collect();
+        assert_eq!(slots, vec![0, 2, 6, 10, 14]);
+        assert!(sent[2..].iter().all(|p| p.2), "the in-band digit is heard");
     }
 
     #[test]

@@ -91,24 +91,25 @@ impl OutboundAudio {
         (self.queue.push_le_bytes(bytes), cut)
     }
 
-    /// Whether client audio pushed now starts a talkspurt: the last frame
-    /// carried none of the client's audio (silence, a prompt, an
-    /// underrun) and none waits. Never for audio paced to a device's
-    /// clock, whose queue depth is kept on purpose. See `clock.rs`.
-    pub fn awaits_talkspurt(&self) -> bool {
-        self.pace.is_none() && !self.client_spoke && self.queue.is_empty()
-    }
-
-    /// Whether any of the client's audio waits.
-    pub fn has_client_audio(&self) -> bool {
-        !self.queue.is_empty()
+    /// Whether a talkspurt waits to go out: a whole frame of the client's
+    /// audio is queued and the last frame carried none of it (silence, a
+    /// prompt, an underrun). Never for audio paced to a device's clock,
+    /// whose queue depth is kept on purpose. See `clock.rs`.
+    pub fn talkspurt_ready(&self) -> bool {
+        self.pace.is_none()
+            && self.playing.is_none()
+            && !self.client_spoke
+            && self.queue.len() >= FRAME_SAMPLES
     }
 
     /// Whether the client was speaking (the last frame was its audio) and
-    /// nothing of its audio waits: its next frame is late, or its
+    /// no whole frame of its audio waits: its next frame is late, or its
     /// talkspurt has ended. See `clock.rs`.
     pub fn starved(&self) -> bool {
-        self.pace.is_none() && self.playing.is_none() && self.client_spoke && self.queue.is_empty()
+        self.pace.is_none()
+            && self.playing.is_none()
+            && self.client_spoke
+            && self.queue.len() < FRAME_SAMPLES
     }
 
     /// Drops the client's queued audio and any prompt (`CLEAR`).
@@ -247,29 +248,36 @@ mod tests {
     }
 
     #[test]
-    fn a_talkspurt_starts_after_frames_without_client_audio_only() {
+    fn a_talkspurt_is_a_whole_frame_after_frames_without_client_audio() {
         let mut out = OutboundAudio::new(8000);
         let mut frame = [0; FRAME_SAMPLES];
         out.next_frame(&mut frame); // silence
-        assert!(out.awaits_talkspurt(), "first audio after silence");
-        let _ = out.push_client(&le(1, 160));
-        assert!(!out.awaits_talkspurt(), "audio waits: more continues it");
+        let _ = out.push_client(&le(1, 80));
+        assert!(!out.talkspurt_ready(), "half a frame waits for the rest");
+        let _ = out.push_client(&le(1, 80));
+        assert!(out.talkspurt_ready(), "first whole frame after silence");
         out.next_frame(&mut frame);
+        let _ = out.push_client(&le(1, 160));
         assert!(
-            !out.awaits_talkspurt(),
+            !out.talkspurt_ready(),
             "a client keeping pace: the last frame was its audio"
         );
+        out.next_frame(&mut frame);
         out.next_frame(&mut frame); // an underrun: nothing of the client's
-        assert!(out.awaits_talkspurt(), "audio after an underrun");
+        let _ = out.push_client(&le(1, 160));
+        assert!(out.talkspurt_ready(), "audio after an underrun");
+        out.next_frame(&mut frame);
         out.play(prompt("beep.wav", 9, 800), false);
         out.next_frame(&mut frame);
-        assert!(out.awaits_talkspurt(), "audio over a prompt (barge-in)");
+        assert!(!out.talkspurt_ready(), "the prompt plays, nothing queued");
+        let _ = out.push_client(&le(1, 160));
+        assert!(out.talkspurt_ready(), "audio over a prompt (barge-in)");
         out.follow_device_clock(true);
-        assert!(!out.awaits_talkspurt(), "a device's audio keeps its pace");
+        assert!(!out.talkspurt_ready(), "a device's audio keeps its pace");
     }
 
     #[test]
-    fn starved_while_the_client_speaks_and_nothing_waits() {
+    fn starved_while_the_client_speaks_and_no_whole_frame_waits() {
         let mut out = OutboundAudio::new(8000);
         let mut frame = [0; FRAME_SAMPLES];
         assert!(!out.starved(), "silence is not starving");
@@ -278,12 +286,16 @@ mod tests {
         out.next_frame(&mut frame);
         assert!(out.starved(), "spoke, and the next frame is not there");
         let _ = out.push_client(&le(1, 80));
+        assert!(out.starved(), "half a frame is not there either");
+        let _ = out.push_client(&le(1, 80));
         assert!(!out.starved());
         out.next_frame(&mut frame);
+        assert!(out.starved());
         out.clear();
         assert!(!out.starved(), "CLEAR asks for silence");
         let _ = out.push_client(&le(1, 160));
         out.next_frame(&mut frame);
+        assert!(out.starved());
         out.play(prompt("beep.wav", 9, 800), false);
         assert!(!out.starved(), "a prompt plays instead");
     }

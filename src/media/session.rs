@@ -108,10 +108,9 @@ pub struct MediaSession {
     feeds_device: AtomicBool,
     /// Set when the call ends: the clock drops the session at its next slot.
     stopped: AtomicBool,
-    /// Client audio started a talkspurt and waits for its first frame (see
-    /// `clock.rs`). Written under the `outbound` lock only, so that the
-    /// frame that sends the audio also clears it.
-    pub talkspurt: AtomicBool,
+    /// Mirrors `OutboundAudio::talkspurt_ready` (see `clock.rs`), for the
+    /// clock to read without the lock. Written under the lock only.
+    talkspurt: AtomicBool,
     /// Mirrors `OutboundAudio::starved`, for the clock to read without the lock.
     starved: AtomicBool,
     /// Where the far end's audio goes from now on, until the receiver takes
@@ -157,12 +156,7 @@ impl MediaSession {
     pub fn push_pcm(&self, bytes: &[u8]) -> Result<(), QueueFull> {
         let (queued, cut) = {
             let mut out = self.outbound();
-            let starts = out.audio.awaits_talkspurt();
             let pushed = out.audio.push_client(bytes);
-            if starts && out.audio.has_client_audio() {
-                // Under the lock: the frame that sends this audio clears it.
-                self.talkspurt.store(true, Ordering::Relaxed);
-            }
             self.note_queue(&out);
             pushed
         };
@@ -172,7 +166,7 @@ impl MediaSession {
         queued
     }
 
-    /// Whether client audio started a talkspurt that no frame has sent yet.
+    /// Whether a talkspurt waits to go out (see `OutboundAudio::talkspurt_ready`).
     pub fn talkspurt_waits(&self) -> bool {
         self.talkspurt.load(Ordering::Relaxed)
     }
@@ -183,10 +177,15 @@ impl MediaSession {
         self.starved.load(Ordering::Relaxed)
     }
 
-    /// Keeps `starved` true to the queue; called with the lock held after
-    /// every change to it.
+    /// Keeps `talkspurt` and `starved` true to the queue; called with the
+    /// lock held after every change to it. While digits are being sent,
+    /// neither holds: the digits go out on the call's usual slots.
     pub fn note_queue(&self, out: &Outbound) {
-        self.starved.store(out.audio.starved(), Ordering::Relaxed);
+        let digits = !out.dtmf.is_idle();
+        self.talkspurt
+            .store(out.audio.talkspurt_ready() && !digits, Ordering::Relaxed);
+        self.starved
+            .store(out.audio.starved() && !digits, Ordering::Relaxed);
     }
 
     /// Plays a prompt from the next frame on, instead of queued audio.
@@ -206,7 +205,6 @@ impl MediaSession {
     pub fn clear(&self) {
         let cut = {
             let mut out = self.outbound();
-            self.talkspurt.store(false, Ordering::Relaxed);
             let cut = out.audio.clear();
             self.note_queue(&out);
             cut
@@ -223,7 +221,10 @@ impl MediaSession {
 
     /// Sends DTMF digits to the far end, after any still waiting.
     pub fn send_dtmf(&self, digits: &str) -> Result<(), DtmfError> {
-        self.outbound().dtmf.push(digits)
+        let mut out = self.outbound();
+        let queued = out.dtmf.push(digits);
+        self.note_queue(&out);
+        queued
     }
 
     /// Whom to tell when the far end presses a key; set once, when media starts.
