@@ -81,14 +81,27 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
+        let metrics = Metrics {
             calls_ended: Family::default(),
             setup_seconds: Family::new_with_constructor(|| Histogram::new(SETUP_BUCKETS)),
             ended_rtp: Default::default(),
             frames_dropped_gone: AtomicU64::new(0),
             prompt_errors: Counter::default(),
             event_watchers_cut: Counter::default(),
+        };
+        // The series every deployment has, at 0 from the start: a rate over
+        // a series that appears only with its first call reads as absent,
+        // not as zero, in Prometheus.
+        for direction in ["inbound", "outbound"] {
+            let _ = metrics.calls_ended.get_or_create(&CallOutcome {
+                direction,
+                status: "200".to_string(),
+            });
+            let _ = metrics
+                .setup_seconds
+                .get_or_create(&DirectionLabel { direction });
         }
+        metrics
     }
 }
 
@@ -289,6 +302,17 @@ mod tests {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
+    }
+
+    #[test]
+    fn answered_calls_and_setup_times_have_series_before_any_call() {
+        let text = render(&Metrics::default(), &Snapshot::default());
+        for direction in ["inbound", "outbound"] {
+            let calls = format!(r#"siprelay_calls_total{{direction="{direction}",status="200"}}"#);
+            assert_eq!(value(&text, &calls), 0.0);
+            let setups = format!(r#"siprelay_call_setup_seconds_count{{direction="{direction}"}}"#);
+            assert_eq!(value(&text, &setups), 0.0);
+        }
     }
 
     #[test]

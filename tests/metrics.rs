@@ -41,7 +41,26 @@ async fn counters_move_by_exactly_what_the_calls_did() {
     let before = scrape(http).await;
     assert_eq!(get(&before, "siprelay_rtp_port_pairs_free"), 4.0);
     assert_eq!(get(&before, "siprelay_websocket_clients"), 0.0);
-    assert!(!before.keys().any(|k| k.starts_with("siprelay_calls_total")));
+    // Before any call, only the answered calls' series, at 0.
+    let mut initial: Vec<(String, f64)> = before
+        .iter()
+        .filter(|(k, _)| k.starts_with("siprelay_calls_total"))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    initial.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        initial,
+        vec![
+            (
+                r#"siprelay_calls_total{direction="inbound",status="200"}"#.to_string(),
+                0.0
+            ),
+            (
+                r#"siprelay_calls_total{direction="outbound",status="200"}"#.to_string(),
+                0.0
+            ),
+        ]
+    );
 
     let mut ws = WsClient::connect(&daemon).await;
     let mut peer = SipPeer::new(daemon.sip_addr()).await;
@@ -101,12 +120,13 @@ async fn counters_move_by_exactly_what_the_calls_did() {
     assert_eq!(calls("inbound", 200), 1.0);
     assert_eq!(calls("inbound", 603), 1.0);
     assert_eq!(calls("outbound", 486), 1.0);
+    assert_eq!(calls("outbound", 200), 0.0);
     assert_eq!(
         after
             .keys()
             .filter(|k| k.starts_with("siprelay_calls_total"))
             .count(),
-        3,
+        4,
         "no other outcomes"
     );
     assert_eq!(
@@ -138,7 +158,13 @@ async fn counters_move_by_exactly_what_the_calls_did() {
         ),
         1.0
     );
-    assert!(!after.contains_key(r#"siprelay_call_setup_seconds_count{direction="outbound"}"#));
+    assert_eq!(
+        get(
+            &after,
+            r#"siprelay_call_setup_seconds_count{direction="outbound"}"#
+        ),
+        0.0
+    );
     assert_eq!(get(&after, "siprelay_websocket_clients"), 1.0);
     assert_eq!(get(&after, "siprelay_rtp_port_pairs_free"), 4.0);
     assert_eq!(get(&after, "siprelay_client_frames_dropped_total"), 0.0);

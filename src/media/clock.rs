@@ -407,7 +407,8 @@ mod tests {
     #[test]
     fn digits_keep_the_call_s_slots() {
         let far = UdpSocket::bind("127.0.0.1:0").unwrap();
-        far.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        far.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
         let mut s = stream(&far);
         let mut sent = run(&mut s, &far, 0..2);
         // The client speaks one frame (at slot 2, offset -2), then asks for
