@@ -215,6 +215,19 @@ async fn every_error_has_its_status_and_a_json_body() {
     ] {
         expect(400, "bad_request")(post(http, "/calls", body).await);
     }
+    // Dial strings are checked as CALL checks them, before anything else.
+    for (body, why) in [
+        (
+            r#"{"to": "1002@elsewhere"}"#,
+            "use a sip: URI to name a host",
+        ),
+        (r#"{"to": "10 02"}"#, "white space"),
+    ] {
+        let r = post(http, "/calls", body).await;
+        assert_eq!(r.status, 400);
+        let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(why), "{message}");
+    }
     let huge = format!(r#"{{"to": "{}"}}"#, "9".repeat(70 * 1024));
     expect(413, "payload_too_large")(post(http, "/calls", &huge).await);
     let play = |name: &str| format!(r#"{{"to": "{target}", "play": "{name}"}}"#);
@@ -289,12 +302,15 @@ async fn a_token_guards_every_rest_route() {
         ("POST", "/calls"),
         ("GET", "/calls/0123456789abcdef"),
         ("POST", "/calls/0123456789abcdef/answer"),
+        ("POST", "/calls/0123456789abcdef/dtmf"),
+        ("GET", "/devices"),
         ("GET", "/events"),
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
     ] {
         let r = request(http, method, path, &[]).await;
         assert_eq!(r.status, 401, "{method} {path}");
+        assert_eq!(r.json()["error"]["code"], "unauthorized", "{method} {path}");
     }
     let ok = request(http, "GET", "/calls", &[("Authorization", "Bearer sesame")]).await;
     assert_eq!(ok.status, 200);
@@ -318,6 +334,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/calls/{id}/reject", "post"),
         ("/calls/{id}/hangup", "post"),
         ("/calls/{id}/play", "post"),
+        ("/calls/{id}/dtmf", "post"),
+        ("/devices", "get"),
         ("/events", "get"),
         ("/recordings", "get"),
         ("/recordings/{id}", "get"),

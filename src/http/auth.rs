@@ -3,12 +3,16 @@
 //! With no token configured (allowed only on a loopback listener, see
 //! `Config::check_access`) everything passes. Otherwise the request must carry
 //! `Authorization: Bearer TOKEN` or `?token=TOKEN`, and is refused with 401
-//! before any WebSocket upgrade.
+//! (a JSON error) before any WebSocket upgrade. Devices present their own
+//! tokens the same way (`device.rs`).
 
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::error::ApiError;
 
 pub async fn require_token(
     State(token): State<Option<String>>,
@@ -18,27 +22,40 @@ pub async fn require_token(
     let Some(expected) = token else {
         return next.run(request).await;
     };
-    let bearer = request
-        .headers()
+    if token_matches(request.headers(), request.uri(), &expected) {
+        next.run(request).await
+    } else {
+        unauthorized("missing or wrong token")
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenParam {
+    token: Option<String>,
+}
+
+/// Whether the request presents `expected`: as `Authorization: Bearer`, or
+/// else as `?token=` (percent-decoded like any query value).
+pub(super) fn token_matches(headers: &HeaderMap, uri: &Uri, expected: &str) -> bool {
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let query = request.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("token="))
-            .map(str::to_string)
+        .map(|t| t.trim().to_string());
+    let presented = bearer.or_else(|| {
+        Query::<TokenParam>::try_from_uri(uri)
+            .ok()
+            .and_then(|Query(p)| p.token)
     });
-    let presented = bearer.map(str::to_string).or(query);
-    match presented {
-        Some(p) if constant_time_eq(p.as_bytes(), expected.as_bytes()) => next.run(request).await,
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "missing or wrong token\n",
-        )
-            .into_response(),
-    }
+    presented.is_some_and(|p| constant_time_eq(p.as_bytes(), expected.as_bytes()))
+}
+
+/// 401 with a JSON error body and the `WWW-Authenticate` challenge.
+pub(super) fn unauthorized(message: &'static str) -> Response {
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
+    r
 }
 
 /// Compares without an early exit, so response timing does not reveal how
@@ -52,12 +69,28 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::*;
 
     #[test]
     fn token_comparison() {
         assert!(constant_time_eq(b"secret", b"secret"));
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn the_token_comes_from_the_header_or_the_decoded_query() {
+        let mut headers = HeaderMap::new();
+        let uri: Uri = "/calls?x=1&token=a%2Bb".parse().unwrap();
+        assert!(token_matches(&headers, &uri, "a+b"));
+        assert!(!token_matches(&headers, &uri, "a%2Bb"));
+        headers.insert(header::AUTHORIZATION, "Bearer other".parse().unwrap());
+        assert!(!token_matches(&headers, &uri, "a+b"), "the header wins");
+        assert!(token_matches(&headers, &"/calls".parse().unwrap(), "other"));
+        assert!(!token_matches(
+            &HeaderMap::new(),
+            &"/calls".parse().unwrap(),
+            "a+b"
+        ));
     }
 }

@@ -37,15 +37,12 @@ use crate::call::{Call, Control, Script};
 use crate::clock_time::Utc;
 use crate::switchboard::{DialError, Switchboard, API_OWNER};
 
-/// Longest `to` accepted: a long SIP URI, not a document.
-const MAX_TARGET: usize = 512;
-
 /// `POST /calls`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceCall {
     /// A number (sent to `--sip-server`) or a `sip:` URI.
-    #[schema(min_length = 1, max_length = 512, example = "1002")]
+    #[schema(min_length = 1, max_length = 256, example = "1002")]
     pub to: String,
     /// A WAV file in the assets directory, played once the call connects.
     #[schema(example = "greeting.wav")]
@@ -243,11 +240,11 @@ pub async fn place(
 ) -> Result<Response, ApiError> {
     let req: PlaceCall = json_body(&body?)?;
     let to = req.to.trim();
-    if to.is_empty() || to.len() > MAX_TARGET || to.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "to: expected a number or a sip: URI of 1 to {MAX_TARGET} characters"
-        )));
+    if to.is_empty() {
+        return Err(ApiError::bad_request("to: expected a number or a sip: URI"));
     }
+    let to = crate::wire::call::parse_target(to)
+        .map_err(|e| ApiError::bad_request(format!("to: {}", e.message)))?;
     let board = &state.board;
     let script = script(
         board,

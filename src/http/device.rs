@@ -12,19 +12,18 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::constant_time_eq;
+use super::auth::{token_matches, unauthorized};
 use super::connection::Connection;
-use super::error::{ApiError, ErrorBody};
+use super::error::ErrorBody;
 use super::ws::write_loop;
 use super::AppState;
 use crate::client::ClientId;
@@ -37,46 +36,23 @@ const MAX_DEVICE_FRAME: usize = 16 * 1024;
 /// Largest `HELLO` document kept.
 const MAX_HELLO: usize = 4 * 1024;
 
-#[derive(Debug, Deserialize)]
-pub struct DeviceParams {
-    token: Option<String>,
-}
-
 /// Close codes a device may see.
 pub const CLOSE_REPLACED: u16 = 4000;
 pub const CLOSE_SILENT: u16 = 4001;
 
-fn unauthorized() -> Response {
-    let mut r = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "unknown device or wrong token",
-    )
-    .into_response();
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
-    r
-}
-
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    params: Result<Query<DeviceParams>, QueryRejection>,
+    uri: Uri,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    const REFUSED: &str = "unknown device or wrong token";
     let Some(slot) = state.board.devices.get(&id) else {
-        return unauthorized();
+        return unauthorized(REFUSED);
     };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .map(str::to_string);
-    let presented = bearer.or_else(|| params.ok().and_then(|Query(p)| p.token));
-    if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), slot.config.token.as_bytes())) {
-        return unauthorized();
+    if !token_matches(&headers, &uri, &slot.config.token) {
+        return unauthorized(REFUSED);
     }
     let ws = match ws {
         Ok(ws) => ws,

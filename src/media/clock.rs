@@ -262,10 +262,14 @@ async fn run_shard(
             }
         }
         join(&shard, &mut streams, &mut intake, &waker, now);
+        let before = streams.len();
         streams.retain_mut(|s| s.on_slot(now, &mut pcm, &mut packet, &mut recorded));
-        intake.remove_stopped(&waker);
+        if streams.len() < before {
+            intake.remove_stopped(&waker);
+        }
         if !recorded.is_empty() {
-            let batch = std::mem::take(&mut recorded);
+            let next = Vec::with_capacity(recorded.len());
+            let batch = std::mem::replace(&mut recorded, next);
             if let Some(sink) = &recordings {
                 sink.submit(batch);
             }

@@ -49,12 +49,13 @@ pub fn digit_of(event: u8) -> Option<char> {
     b"0123456789*#ABCD".get(event as usize).map(|&b| b as char)
 }
 
-/// The event code of a digit; None for anything that is not DTMF.
+/// The event code of a digit; None for anything that is not DTMF. Only
+/// upper-case A-D: a lower-case hex call id sent alone (`DTMF:{call_id}`,
+/// digits forgotten) must not pass for digits.
 pub fn event_of(digit: char) -> Option<u8> {
-    let d = digit.to_ascii_uppercase();
     b"0123456789*#ABCD"
         .iter()
-        .position(|&b| b as char == d)
+        .position(|&b| b as char == digit)
         .map(|i| i as u8)
 }
 
@@ -229,7 +230,8 @@ mod tests {
         assert_eq!(TelephoneEvent::parse(&b[..3]), None);
         assert_eq!(digit_of(11), Some('#'));
         assert_eq!(digit_of(16), None);
-        assert_eq!(event_of('a'), Some(12));
+        assert_eq!(event_of('A'), Some(12));
+        assert_eq!(event_of('a'), None);
     }
 
     #[test]

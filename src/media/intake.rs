@@ -142,14 +142,6 @@ impl RtpIntake {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.receivers.len() - self.free.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Reads every socket that is ready, then clears the readiness `guard`
     /// stands for once nothing is left.
     pub fn drain(&mut self, mut guard: AsyncFdReadyGuard<'_, EpollSet>) {

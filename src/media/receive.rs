@@ -55,8 +55,6 @@ pub struct RtpReceiver {
     latched: Option<SocketAddr>,
     reception: ReceptionStats,
     dtmf: DtmfDetector,
-    /// What `reception` had counted as expected when last added to the stats.
-    expected_reported: u64,
 }
 
 impl RtpReceiver {
@@ -70,7 +68,6 @@ impl RtpReceiver {
             latched: None,
             reception: ReceptionStats::default(),
             dtmf: DtmfDetector::default(),
-            expected_reported: 0,
         };
         receiver.follow_owner();
         receiver
@@ -122,12 +119,10 @@ impl RtpReceiver {
             return;
         }
         let arrival = self.reception.on_packet(packet.sequence, packet.timestamp);
-        let expected = self.reception.expected();
-        stats.packets_expected.fetch_add(
-            expected.saturating_sub(self.expected_reported),
-            Ordering::Relaxed,
-        );
-        self.expected_reported = expected.max(self.expected_reported);
+        // The receiver lives as long as the session, owner switches included.
+        stats
+            .packets_expected
+            .store(self.reception.expected(), Ordering::Relaxed);
         match arrival {
             Arrival::InOrder => {}
             Arrival::OutOfOrder => {
@@ -203,7 +198,9 @@ impl Forwarder {
             pair.copy_from_slice(&s.to_le_bytes());
         }
         let owner = &self.owner.0;
-        let mut text = String::with_capacity(FRAME_SAMPLES * 3 + 64);
+        // Room for the longer encoding (legacy hex, 4 characters a sample)
+        // and the call id, so the one allocation per frame is the only one.
+        let mut text = String::with_capacity(FRAME_SAMPLES * 4 + self.call.as_str().len() + 16);
         audio::write_event(owner.dialect, self.call.as_str(), &bytes, &mut text);
         owner.send_audio(text);
     }

@@ -115,7 +115,7 @@ impl SeqExtender {
 
 /// Packets whose audio is more than this far behind the newest audio
 /// received arrive too late for the recording's 40 ms jitter buffer.
-pub const LATE_AFTER_SAMPLES: u32 = 320;
+pub const LATE_AFTER_SAMPLES: u32 = super::jitter::DEPTH;
 
 /// How one packet arrived, relative to those before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,10 +2,11 @@
 //!
 //! One shard of the media clock owns a session's both directions: each
 //! 20 ms it sends one frame from the playout queue, and its intake hands
-//! every datagram from the far end to the call's `RtpReceiver`. The only
-//! lock on the audio path is the per-call `outbound` mutex, taken once per
-//! frame and once per client audio message; it is never held across an
-//! await.
+//! every datagram from the far end to the call's `RtpReceiver`. The locks
+//! on the audio path are per call and never held across an await: the
+//! `outbound` mutex, taken once per frame and once per client audio message
+//! (and once when the far end's address is latched); and, only for calls
+//! that have them, the recording tap and the device's jitter buffer.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -64,7 +64,7 @@ pub struct RecorderStats {
 
 pub struct Recorder {
     pub store: Store,
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
     in_flight: Arc<AtomicUsize>,
     next_key: AtomicU64,
     pub stats: Arc<RecorderStats>,
@@ -98,7 +98,7 @@ impl Recorder {
         })?;
         Ok(Recorder {
             store,
-            jobs: Mutex::new(tx),
+            jobs: tx,
             in_flight,
             next_key: AtomicU64::new(1),
             stats,
@@ -107,11 +107,7 @@ impl Recorder {
     }
 
     fn send(&self, job: Job) {
-        let _ = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(job);
+        let _ = self.jobs.send(job);
     }
 
     /// Starts a recording; its frames come through the tap keyed by the result.

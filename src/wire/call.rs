@@ -66,8 +66,9 @@ pub(super) fn one_call_id<'a>(verb: &str, args: Option<&'a str>) -> Result<&'a s
 }
 
 /// A dial string is a `sip:`/`sips:` URI or a plain number; a plain number
-/// must not smuggle URI syntax into the Request-URI we build from it.
-fn parse_target(target: &str) -> Result<&str, ProtocolError> {
+/// must not smuggle URI syntax into the Request-URI we build from it. Used
+/// by `CALL` and by `POST /calls`.
+pub fn parse_target(target: &str) -> Result<&str, ProtocolError> {
     let bad = |why: &str| Err(ProtocolError::bad_request(format!("bad number: {why}")));
     if target.len() > MAX_TARGET_LEN {
         return bad("too long");

@@ -119,7 +119,14 @@ async fn main() -> std::process::ExitCode {
                 eprintln!("siprelay-device: refused: {why}");
                 return std::process::ExitCode::FAILURE;
             }
-            Ok(board::Ended::Lost) => backoff = Duration::from_secs(1),
+            // As DEVICE.md asks of firmware: a lost connection is retried at
+            // once (a call waits only the grace window); only failures to
+            // connect back off.
+            Ok(board::Ended::Lost) => {
+                backoff = Duration::from_secs(1);
+                println!("[device] connection lost; reconnecting");
+                continue;
+            }
             Err(e) => println!("[device] cannot connect: {e}"),
         }
         println!("[device] reconnecting in {backoff:?}");
