@@ -42,6 +42,8 @@ pub struct Daemon {
     stop_http: CancellationToken,
     stop_media: CancellationToken,
     stop_sip: CancellationToken,
+    stop_registrations: CancellationToken,
+    registrations: Vec<JoinHandle<()>>,
     http_task: JoinHandle<()>,
 }
 
@@ -67,6 +69,8 @@ impl Daemon {
         let board = Switchboard::new(config, clock, prompts, recorder);
         let sip = SipEndpoint::start(board.clone(), stop_sip.clone()).await?;
         board.set_sip_ready(true);
+        let stop_registrations = CancellationToken::new();
+        let registrations = crate::sip::register::spawn_all(&sip, &stop_registrations);
 
         let addr = board.config.http_listen;
         let listener = TcpListener::bind(addr)
@@ -100,6 +104,8 @@ impl Daemon {
             stop_http,
             stop_media,
             stop_sip,
+            stop_registrations,
+            registrations,
             http_task,
         })
     }
@@ -109,11 +115,17 @@ impl Daemon {
     }
 
     /// Hangs every call up properly (BYE, CANCEL or a final response),
-    /// closes every client with a close frame, then stops.
+    /// unregisters every account, closes every client with a close frame,
+    /// then stops.
     pub async fn shutdown(self) {
         tracing::info!(calls = self.board.call_count(), "shutting down");
         self.board.set_sip_ready(false);
         self.board.hang_up_all(Duration::from_secs(3)).await;
+        // Unregistered before the clients go, so they hear it too.
+        self.stop_registrations.cancel();
+        let unregistered = futures_util::future::join_all(self.registrations);
+        let limit = crate::sip::register::UNREGISTER_LIMIT + Duration::from_millis(500);
+        let _ = tokio::time::timeout(limit, unregistered).await;
         self.board.close_clients();
         self.stop_http.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.http_task).await;

@@ -1,6 +1,6 @@
 //! `EventBus`: every call event the WebSocket protocol carries (audio
-//! aside), published once for watchers that are not call owners: the
-//! `GET /events` stream today.
+//! aside) and every account's registration change, published once for
+//! watchers that are not call owners: the `GET /events` stream today.
 //!
 //! A bounded broadcast ring: publishing never waits, and a watcher that
 //! falls more than [`BACKLOG`] events behind finds out (`Lagged`) and is cut
@@ -81,9 +81,44 @@ impl CallEvent {
     }
 }
 
+/// A change of an account's registration (`REG` on the WebSocket).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct AccountEvent {
+    /// Always `REG`.
+    pub event: &'static str,
+    pub account: String,
+    /// `registering`, `registered`, `failed` or `unregistered`.
+    pub state: &'static str,
+    /// After a failure: the SIP status of the refusal, if there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// After a failure: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+/// What the bus carries: one JSON object per event on `GET /events`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum BusEvent {
+    Call(CallEvent),
+    Account(AccountEvent),
+}
+
+impl BusEvent {
+    /// The call the event belongs to, if it is a call's.
+    pub fn call_id(&self) -> Option<&str> {
+        match self {
+            BusEvent::Call(e) => Some(&e.call_id),
+            BusEvent::Account(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EventBus {
-    tx: broadcast::Sender<Arc<CallEvent>>,
+    tx: broadcast::Sender<Arc<BusEvent>>,
 }
 
 impl Default for EventBus {
@@ -99,11 +134,17 @@ impl EventBus {
     /// watches.
     pub fn publish(&self, make: impl FnOnce() -> CallEvent) {
         if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(Arc::new(make()));
+            let _ = self.tx.send(Arc::new(BusEvent::Call(make())));
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CallEvent>> {
+    pub fn publish_account(&self, event: AccountEvent) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::new(BusEvent::Account(event)));
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BusEvent>> {
         self.tx.subscribe()
     }
 
@@ -137,7 +178,9 @@ mod tests {
         let mut rx = bus.subscribe();
         let c = call();
         bus.publish(|| CallEvent::new("RING_ANS", &c));
-        let got = rx.try_recv().unwrap();
+        let BusEvent::Call(got) = &*rx.try_recv().unwrap() else {
+            panic!("a call event")
+        };
         assert_eq!((got.event, got.from.as_str()), ("RING_ANS", "1001"));
     }
 

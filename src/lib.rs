@@ -5,6 +5,7 @@
 //! or the clock. The shells around it (`sip`, `media::{engine, clock}`,
 //! `http`) do the IO. See the README's architecture section.
 
+pub mod accounts;
 pub mod call;
 pub mod client;
 pub mod clock_time;

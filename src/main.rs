@@ -1,20 +1,24 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use siprelay::config::{Cli, Config, LogFormat};
+use siprelay::config::{Config, LogFormat, Settings};
 use siprelay::daemon::Daemon;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let config = match Config::resolve(&cli, |k| std::env::var(k).ok()) {
+    let settings = Settings::parse();
+    let config = match Config::resolve(&settings, |k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("siprelay: {e}");
             return std::process::ExitCode::from(2);
         }
     };
+    if settings.check_config {
+        print!("{}", config.redacted());
+        return std::process::ExitCode::SUCCESS;
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -36,6 +36,16 @@ pub struct DirectionLabel {
     pub direction: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistrationOutcome {
+    pub account: String,
+    /// `registered`, `rejected` (a final refusal, the status in `status`),
+    /// `unreachable` (no final response) or `unregistered`.
+    pub outcome: &'static str,
+    /// The SIP status of the final response, or `none`.
+    pub status: String,
+}
+
 type HistogramFamily = Family<DirectionLabel, Histogram, fn() -> Histogram>;
 
 /// RTP counts of one call, or of many summed.
@@ -77,6 +87,7 @@ pub struct Metrics {
     frames_dropped_gone: AtomicU64,
     pub prompt_errors: Counter,
     pub event_watchers_cut: Counter,
+    registrations: Family<RegistrationOutcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -88,6 +99,7 @@ impl Default for Metrics {
             frames_dropped_gone: AtomicU64::new(0),
             prompt_errors: Counter::default(),
             event_watchers_cut: Counter::default(),
+            registrations: Family::default(),
         };
         // The series every deployment has, at 0 from the start: a rate over
         // a series that appears only with its first call reads as absent,
@@ -120,6 +132,18 @@ impl Metrics {
         self.setup_seconds
             .get_or_create(&DirectionLabel { direction })
             .observe(setup.as_secs_f64());
+    }
+
+    /// A REGISTER of `account` ended so (`status` None: no final response).
+    pub fn registration(&self, account: &str, outcome: &'static str, status: Option<u16>) {
+        let status = status.map_or_else(|| "none".to_string(), |s| s.to_string());
+        self.registrations
+            .get_or_create(&RegistrationOutcome {
+                account: account.to_string(),
+                outcome,
+                status,
+            })
+            .inc();
     }
 
     pub fn client_gone(&self, frames_dropped: u64) {
@@ -237,6 +261,11 @@ pub fn render(metrics: &Metrics, now: &Snapshot) -> String {
     ] {
         r.register(name, help, ConstCounter::new(value));
     }
+    r.register(
+        "registrations",
+        "REGISTER requests answered, by account, outcome and final SIP status",
+        metrics.registrations.clone(),
+    );
     r.register(
         "prompt_errors",
         "Greeting or PLAY files that could not be loaded",

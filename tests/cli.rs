@@ -9,14 +9,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_siprelay");
 #[test]
 fn a_bad_value_names_its_setting_and_exits_non_zero() {
     for (args, env, key) in [
-        (vec!["--rtp-ports", "5-3"], vec![], "rtp_ports"),
+        (vec!["--rtp-ports", "5-3"], vec![], "--rtp-ports"),
         (vec!["--http-listen", "0.0.0.0:0"], vec![], "api_token"),
         (
             vec![],
             vec![("SIP_LOCAL_PORT", "not-a-port")],
             "SIP_LOCAL_PORT",
         ),
-        (vec!["--log-format", "yaml"], vec![], "log_format"),
+        (vec!["--log-format", "yaml"], vec![], "--log-format"),
     ] {
         let out = Command::new(BIN)
             .args(&args)

@@ -31,6 +31,7 @@ async fn the_simulator_answers_plays_its_file_and_records_the_caller() {
         token: "door-token-0123456789".into(),
         extension: "2001".into(),
         format: AudioFormat::Pcma,
+        account: None,
     }];
     let daemon = start_with(config).await;
     let mut sim = tokio::process::Command::new(SIM)

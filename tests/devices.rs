@@ -29,12 +29,14 @@ fn config(format: AudioFormat) -> Config {
             token: TOKEN.into(),
             extension: "2001".into(),
             format,
+            account: None,
         },
         DeviceConfig {
             id: "gate".into(),
             token: "gate-token-0123456789".into(),
             extension: "2002".into(),
             format: AudioFormat::L16,
+            account: None,
         },
     ];
     config

@@ -97,9 +97,10 @@ pub struct BadFrame;
 /// ```
 ///
 /// The device's own side (its id, token and audio) is all a board ever
-/// sees; a SIP account registered on its behalf would be another key of
-/// this entry, on siprelay's side only.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// sees. With `account = "{name}"` the board is that SIP account on the
+/// PBX: calls to the account's AOR ring it, and calls it places go out
+/// through the account; that is siprelay's side only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     pub id: String,
@@ -107,6 +108,9 @@ pub struct DeviceConfig {
     pub extension: String,
     #[serde(default)]
     pub format: AudioFormat,
+    /// The `[[accounts]]` entry the device is on the PBX.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,12 +121,18 @@ pub enum DeviceConfigError {
     WeakToken(String),
     #[error("device {0}: extension must be 1 to 32 digits, letters, '+', '*' or '#'")]
     BadExtension(String),
-    #[error("devices {0} and {1} share id or extension {2}")]
+    #[error("devices {0} and {1} share id, extension or account {2}")]
     Duplicate(String, String, String),
+    #[error("device {0}: no account named {1}")]
+    UnknownAccount(String, String),
 }
 
-/// Checks every entry and that no two share an id or an extension.
-pub fn validate(devices: &[DeviceConfig]) -> Result<(), DeviceConfigError> {
+/// Checks every entry, that no two share an id, an extension or an
+/// account, and that the accounts they name exist.
+pub fn validate(
+    devices: &[DeviceConfig],
+    accounts: &[crate::accounts::AccountConfig],
+) -> Result<(), DeviceConfigError> {
     let id_ok = |s: &str| {
         (1..=64).contains(&s.len())
             && s.chars()
@@ -143,11 +153,21 @@ pub fn validate(devices: &[DeviceConfig]) -> Result<(), DeviceConfigError> {
         if !ext_ok(&d.extension) {
             return Err(DeviceConfigError::BadExtension(d.id.clone()));
         }
+        if let Some(account) = &d.account {
+            if !accounts.iter().any(|a| &a.name == account) {
+                return Err(DeviceConfigError::UnknownAccount(
+                    d.id.clone(),
+                    account.clone(),
+                ));
+            }
+        }
         for other in &devices[..i] {
             let shared = if other.id == d.id {
                 Some(&d.id)
             } else if other.extension == d.extension {
                 Some(&d.extension)
+            } else if other.account.is_some() && other.account == d.account {
+                d.account.as_ref()
             } else {
                 None
             };
@@ -173,6 +193,7 @@ mod tests {
             token: "0123456789abcdef".into(),
             extension: ext.into(),
             format: AudioFormat::Pcmu,
+            account: None,
         }
     }
 
@@ -204,31 +225,49 @@ mod tests {
     }
 
     #[test]
+    fn a_device_names_an_account_that_exists_and_no_other_device_has() {
+        let accounts = [crate::accounts::example("door-line", "2001")];
+        let mut door = device("door", "2001");
+        door.account = Some("door-line".into());
+        assert_eq!(validate(std::slice::from_ref(&door), &accounts), Ok(()));
+        assert!(matches!(
+            validate(std::slice::from_ref(&door), &[]),
+            Err(DeviceConfigError::UnknownAccount(..))
+        ));
+        let mut gate = device("gate", "2002");
+        gate.account = Some("door-line".into());
+        assert!(matches!(
+            validate(&[door, gate], &accounts),
+            Err(DeviceConfigError::Duplicate(..))
+        ));
+    }
+
+    #[test]
     fn entries_are_checked() {
         assert_eq!(
-            validate(&[device("door", "2001"), device("gate", "2002")]),
+            validate(&[device("door", "2001"), device("gate", "2002")], &[]),
             Ok(())
         );
         assert!(matches!(
-            validate(&[device("door", "2001"), device("door", "2002")]),
+            validate(&[device("door", "2001"), device("door", "2002")], &[]),
             Err(DeviceConfigError::Duplicate(..))
         ));
         assert!(matches!(
-            validate(&[device("door", "2001"), device("gate", "2001")]),
+            validate(&[device("door", "2001"), device("gate", "2001")], &[]),
             Err(DeviceConfigError::Duplicate(..))
         ));
         assert!(matches!(
-            validate(&[device("a b", "2001")]),
+            validate(&[device("a b", "2001")], &[]),
             Err(DeviceConfigError::BadId(_))
         ));
         assert!(matches!(
-            validate(&[device("door", "20@01")]),
+            validate(&[device("door", "20@01")], &[]),
             Err(DeviceConfigError::BadExtension(_))
         ));
         let mut weak = device("door", "2001");
         weak.token = "short".into();
         assert!(matches!(
-            validate(&[weak]),
+            validate(&[weak], &[]),
             Err(DeviceConfigError::WeakToken(_))
         ));
         let parsed: DeviceConfig = toml::from_str(

@@ -150,6 +150,7 @@ mod tests {
             token: "0123456789abcdef".into(),
             extension: "2001".into(),
             format: AudioFormat::Pcmu,
+            account: None,
         }]);
         let slot = r.by_extension("2001").unwrap();
         assert!(r.by_extension("2002").is_none());

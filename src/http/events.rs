@@ -22,7 +22,7 @@ use utoipa::IntoParams;
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::events::CallEvent;
+use crate::events::BusEvent;
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct EventFilter {
@@ -34,8 +34,8 @@ pub struct EventFilter {
 #[utoipa::path(get, path = "/events", tag = "events",
     params(EventFilter),
     responses(
-        (status = 200, description = "`text/event-stream`: each event's `data` is one JSON `CallEvent`",
-            content_type = "text/event-stream", body = crate::events::CallEvent),
+        (status = 200, description = "`text/event-stream`: each event's `data` is one JSON `CallEvent` or `AccountEvent`",
+            content_type = "text/event-stream", body = crate::events::BusEvent),
         (status = 400, description = "Bad query", body = ErrorBody),
     ))]
 pub async fn stream(
@@ -64,14 +64,14 @@ pub async fn stream(
 /// What a watcher is sent.
 #[derive(Debug)]
 pub enum Watched {
-    Event(Arc<CallEvent>),
+    Event(Arc<BusEvent>),
     /// The watcher fell this many events behind; the stream ends here.
     CutOff(u64),
 }
 
 /// The bus as a stream for one watcher, optionally of one call's events.
 pub fn watch(
-    rx: broadcast::Receiver<Arc<CallEvent>>,
+    rx: broadcast::Receiver<Arc<BusEvent>>,
     call: Option<String>,
 ) -> impl Stream<Item = Watched> {
     futures_util::stream::unfold(Some(rx), move |rx| {
@@ -80,7 +80,7 @@ pub fn watch(
             let mut rx = rx?;
             loop {
                 match rx.recv().await {
-                    Ok(e) if call.as_ref().is_some_and(|c| *c != e.call_id) => continue,
+                    Ok(e) if call.as_ref().is_some_and(|c| e.call_id() != Some(c)) => continue,
                     Ok(e) => return Some((Watched::Event(e), Some(rx))),
                     Err(RecvError::Lagged(missed)) => return Some((Watched::CutOff(missed), None)),
                     Err(RecvError::Closed) => return None,
@@ -97,7 +97,7 @@ mod tests {
     use super::*;
     use crate::call::state::Direction;
     use crate::call::{Call, CallId};
-    use crate::events::{EventBus, BACKLOG};
+    use crate::events::{CallEvent, EventBus, BACKLOG};
 
     fn call() -> Arc<Call> {
         let id = CallId::generate();
@@ -112,7 +112,7 @@ mod tests {
         bus.publish(|| CallEvent::new("RING_ANS", &a));
         bus.publish(|| CallEvent::new("RING_ANS", &b));
         match only_b.next().await {
-            Some(Watched::Event(e)) => assert_eq!(e.call_id, b.id.as_str()),
+            Some(Watched::Event(e)) => assert_eq!(e.call_id(), Some(b.id.as_str())),
             other => panic!("{other:?}"),
         }
     }

@@ -1,7 +1,8 @@
 //! The HTTP server (axum): `/ws` for WebSocket clients, the REST API
-//! (`/calls`, `/events`, `/recordings`), the review page, `/metrics`,
+//! (`/calls`, `/events`, `/recordings`, `/accounts`), the review page, `/metrics`,
 //! `/healthz`, `/readyz` and `/openapi.json`.
 
+pub mod accounts;
 mod auth;
 pub mod calls;
 pub mod connection;
@@ -61,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(observe::healthz))
         .route("/readyz", get(observe::readyz))
         .route("/devices", get(device::list))
+        .route("/accounts", get(accounts::list))
+        .route("/accounts/{name}", get(accounts::get_one))
         .route("/openapi.json", get(openapi::document))
         .route("/", get(recordings::review_page))
         .route("/recordings/ui", get(recordings::review_page))

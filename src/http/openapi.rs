@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{calls, device, events, observe, recordings};
+use super::{accounts, calls, device, events, observe, recordings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use super::{calls, device, events, observe, recordings};
         recordings::list, recordings::sidecar, recordings::wav, recordings::delete,
         observe::metrics, observe::healthz, observe::readyz,
         device::list,
+        accounts::list, accounts::get_one,
         document,
     ),
     modifiers(&BearerToken),
@@ -31,6 +32,7 @@ use super::{calls, device, events, observe, recordings};
         (name = "recordings", description = "Recorded calls"),
         (name = "observe", description = "Metrics, liveness and readiness"),
         (name = "devices", description = "Hardware endpoints and their presence"),
+        (name = "accounts", description = "SIP accounts and their registration"),
     )
 )]
 pub struct ApiDoc;

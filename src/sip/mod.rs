@@ -6,6 +6,7 @@
 
 pub mod inbound;
 pub mod outbound;
+pub mod register;
 mod requests;
 pub mod validate;
 

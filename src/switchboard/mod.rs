@@ -50,6 +50,8 @@ pub struct Switchboard {
     /// The SIP transport is bound and the daemon is not shutting down.
     sip_ready: std::sync::atomic::AtomicBool,
     pub devices: crate::devices::registry::DeviceRegistry,
+    /// What `GET /accounts` shows; written by the registration tasks.
+    pub accounts: crate::accounts::status::AccountBook,
 }
 
 /// The client id of [`Switchboard::api_owner`]; WebSocket clients count from 1.
@@ -76,6 +78,7 @@ impl Switchboard {
             api_owner: Arc::new(ClientHandle::detached(API_OWNER)),
             sip_ready: Default::default(),
             devices: crate::devices::registry::DeviceRegistry::new(&config.devices),
+            accounts: crate::accounts::status::AccountBook::new(&config.accounts),
             config,
         })
     }
@@ -243,6 +246,31 @@ impl Switchboard {
                             && c.offered_to().iter().any(|o| o.id == client.id)))
             })
             .map(|c| c.id.to_string())
+    }
+
+    /// An account's registration changed: applications and `/events` hear it.
+    pub fn registration_changed(&self, status: &crate::accounts::status::AccountStatus) {
+        use crate::accounts::policy::RegState;
+        let reason = status.last_error.as_deref().unwrap_or_default();
+        let failure =
+            (status.state == RegState::Failed).then(|| (status.last_status.unwrap_or(408), reason));
+        let text = Event::Reg {
+            account: &status.name,
+            state: status.state.as_str(),
+            failure,
+        }
+        .format(Dialect::V1);
+        for c in self.clients.iter().filter(|c| c.device_format.is_none()) {
+            c.send_text(text.clone());
+        }
+        self.events.publish_account(crate::events::AccountEvent {
+            event: "REG",
+            account: status.name.clone(),
+            state: status.state.as_str(),
+            status: failure.map(|(s, _)| s),
+            reason: failure.map(|(_, r)| r.to_string()),
+            at: crate::clock_time::Utc::from_system(std::time::SystemTime::now()).rfc3339(),
+        });
     }
 
     /// A device came online or went offline: applications hear it.

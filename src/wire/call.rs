@@ -115,6 +115,7 @@ pub fn write_event(event: &Event<'_>, dialect: Dialect, out: &mut String) {
         | Event::Pong
         | Event::Played { .. }
         | Event::Device { .. }
+        | Event::Reg { .. }
         | Event::Dtmf { .. } => {
             unreachable!("formatted in wire::Event::format")
         }

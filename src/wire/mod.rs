@@ -164,6 +164,12 @@ pub enum Event<'a> {
     Device { id: &'a str, online: bool },
     /// `DTMF:{call_id}##{digit}`: the far end pressed a key.
     Dtmf { call: &'a str, digit: char },
+    /// `REG:{account}##{state}`, or `REG:{account}##failed##{status} {reason}`.
+    Reg {
+        account: &'a str,
+        state: &'a str,
+        failure: Option<(u16, &'a str)>,
+    },
 }
 
 impl Event<'_> {
@@ -180,6 +186,22 @@ impl Event<'_> {
                 out.push_str(if *online { "##online" } else { "##offline" });
             }
             Event::Played { call, name } => playback::write_played(call, name, &mut out),
+            Event::Reg {
+                account,
+                state,
+                failure,
+            } => {
+                out.push_str("REG:");
+                out.push_str(account);
+                out.push_str("##");
+                out.push_str(state);
+                if let Some((status, reason)) = failure {
+                    use std::fmt::Write;
+                    let reason = reason.replace("##", "# #");
+                    let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
+                    let _ = write!(out, "##{status} {reason}");
+                }
+            }
 
             _ => call::write_event(self, dialect, &mut out),
         }
@@ -210,6 +232,23 @@ mod tests {
         let e = Command::parse(Dialect::V1, &long).unwrap_err();
         assert!(e.message.len() < 60);
         assert!(!e.message.chars().any(char::is_control));
+    }
+
+    #[test]
+    fn registration_events() {
+        let reg = |state, failure| {
+            Event::Reg {
+                account: "office",
+                state,
+                failure,
+            }
+            .format(Dialect::V1)
+        };
+        assert_eq!(reg("registered", None), "REG:office##registered");
+        assert_eq!(
+            reg("failed", Some((403, "Forbidden##x\n"))),
+            "REG:office##failed##403 Forbidden# #x"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod http;
+pub mod registrar;
 pub mod sip;
 
 use std::net::SocketAddr;

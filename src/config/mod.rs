@@ -1,0 +1,736 @@
+//! Configuration. Every setting is defined once, in [`Settings`]: its flag,
+//! environment variable, help text and file key (clap derive with `env`
+//! attributes, serde for the `--config` TOML file). Flags and environment
+//! (clap) are laid over the file (serde), and the result is validated once
+//! into the typed [`Config`] the daemon runs on.
+
+pub mod values;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::accounts::AccountConfig;
+use crate::devices::DeviceConfig;
+pub use values::{HostPort, LogFormat, PortRange, Secret, SipTransport, SrtpMode};
+
+/// Every setting: a flag, an environment variable and a key of the file
+/// (the field's name). `None` means "not given here".
+#[derive(Debug, Default, Clone, Parser, Serialize, Deserialize)]
+#[command(
+    name = "siprelay",
+    version,
+    about = "Bridges SIP calls and their G.711 audio to WebSocket clients",
+    after_help = "A flag beats its environment variable, which beats the --config file, \
+                  which beats the default. The seed relay's SIP_LOCAL_IP + SIP_LOCAL_PORT \
+                  and SIP_SERVER_IP + SIP_SERVER_PORT are read too."
+)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// TOML file with any of these settings (keys in snake_case), plus
+    /// [[accounts]] and [[devices]].
+    #[arg(long, env = "SIPRELAY_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Print the settings as resolved (passwords hidden) and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_config: bool,
+
+    /// SIP UDP listen address; RTP binds the same IP [default 127.0.0.1:5060].
+    #[arg(long, env = "SIP_LISTEN", value_name = "IP:PORT")]
+    pub sip_listen: Option<SocketAddr>,
+    /// SIP TCP listen address [default: no TCP listener].
+    #[arg(long, env = "SIP_LISTEN_TCP", value_name = "IP:PORT")]
+    pub sip_listen_tcp: Option<SocketAddr>,
+    /// SIP TLS listen address; needs --tls-cert and --tls-key [default: no TLS listener].
+    #[arg(long, env = "SIP_LISTEN_TLS", value_name = "IP:PORT")]
+    pub sip_listen_tls: Option<SocketAddr>,
+    /// PEM certificate chain for SIP over TLS.
+    #[arg(long, env = "TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for SIP over TLS.
+    #[arg(long, env = "TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Address written into SDP and Contact [default: the SIP listen IP; required on 0.0.0.0].
+    #[arg(long, env = "ADVERTISED_IP", value_name = "IP")]
+    pub advertised_ip: Option<IpAddr>,
+    /// HTTP and WebSocket listen address [default 127.0.0.1:8080].
+    #[arg(long, env = "HTTP_LISTEN", value_name = "IP:PORT")]
+    pub http_listen: Option<SocketAddr>,
+    /// RTP port range [default 20000-29999].
+    #[arg(long, env = "RTP_PORTS", value_name = "LOW-HIGH")]
+    pub rtp_ports: Option<PortRange>,
+    /// Where plain numbers are dialled when no account is configured.
+    #[arg(long, env = "SIP_SERVER", value_name = "HOST:PORT")]
+    pub sip_server: Option<HostPort>,
+    /// Seconds an incoming call may ring before it is rejected with 480 [default 30].
+    #[arg(long, env = "RING_TIMEOUT", value_name = "SECONDS")]
+    pub ring_timeout: Option<u64>,
+    /// Token required from HTTP and WebSocket clients; mandatory off loopback.
+    #[arg(long, env = "API_TOKEN", value_name = "TOKEN")]
+    pub api_token: Option<Secret>,
+    /// Log format [default text].
+    #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Greeting played when an incoming call is answered: a WAV file, or `none` [default: built in].
+    #[arg(long, env = "GREETING", value_name = "FILE|none")]
+    pub greeting: Option<String>,
+    /// Play the greeting on answered outgoing calls too [default false].
+    #[arg(long, env = "GREETING_OUTBOUND", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub greeting_outbound: Option<bool>,
+    /// Directory of the WAV files PLAY may name [default assets].
+    #[arg(long, env = "ASSETS_DIR", value_name = "DIR")]
+    pub assets_dir: Option<PathBuf>,
+    /// Where call recordings go [default recordings].
+    #[arg(long, env = "RECORDINGS_DIR", value_name = "DIR")]
+    pub recordings_dir: Option<PathBuf>,
+    /// Record calls [default true].
+    #[arg(long, env = "RECORD", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub record: Option<bool>,
+    /// Do not record calls (the same as --record=false).
+    #[arg(long, conflicts_with = "record")]
+    #[serde(skip)]
+    pub no_record: bool,
+    /// Seconds between WebSocket pings to devices [default 15].
+    #[arg(long, env = "DEVICE_PING_INTERVAL", value_name = "SECONDS")]
+    pub device_ping_interval: Option<u64>,
+    /// Seconds a device that dropped in a call has to come back for it [default 10].
+    #[arg(long, env = "DEVICE_RECONNECT_GRACE", value_name = "SECONDS")]
+    pub device_reconnect_grace: Option<u64>,
+    /// SRTP for direct calls signalled over TLS: off, optional or required [default off].
+    #[arg(long, env = "SRTP", value_name = "MODE")]
+    pub srtp: Option<SrtpMode>,
+
+    /// One account from flags alone: its user name (and the account's name).
+    #[arg(long, env = "SIP_USER", value_name = "USER")]
+    pub sip_user: Option<String>,
+    /// The password of the --sip-user account.
+    #[arg(
+        long,
+        env = "SIP_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub sip_password: Option<Secret>,
+    /// Where the --sip-user account registers [default: SIP_SERVER_IP:SIP_SERVER_PORT, or --sip-server].
+    #[arg(long, env = "SIP_REGISTRAR", value_name = "HOST:PORT")]
+    pub registrar: Option<HostPort>,
+    /// The --sip-user account's domain [default: the registrar's host].
+    #[arg(long, env = "SIP_DOMAIN", value_name = "DOMAIN")]
+    pub sip_domain: Option<String>,
+    /// The --sip-user account's transport: udp, tcp or tls [default udp].
+    #[arg(long, env = "SIP_TRANSPORT", value_name = "TRANSPORT")]
+    pub sip_transport: Option<SipTransport>,
+
+    /// `[[accounts]]`: registrations with PBXs and providers (file only).
+    #[arg(skip)]
+    #[serde(default, skip_serializing)]
+    pub accounts: Vec<AccountConfig>,
+    /// `[[devices]]`: boards that connect at /device/{id} (file only).
+    #[arg(skip)]
+    #[serde(default, skip_serializing)]
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// What incoming calls hear first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Greeting {
+    /// The greeting built into the binary (`assets/greeting.wav`).
+    BuiltIn,
+    File(PathBuf),
+    None,
+}
+
+impl Serialize for Greeting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Greeting::BuiltIn => s.serialize_str("built-in"),
+            Greeting::File(path) => path.serialize(s),
+            Greeting::None => s.serialize_str("none"),
+        }
+    }
+}
+
+/// SIP over TLS: where to listen and the certificate to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsListen {
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything the daemon needs, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub sip_listen: SocketAddr,
+    pub sip_listen_tcp: Option<SocketAddr>,
+    pub sip_listen_tls: Option<TlsListen>,
+    pub advertised_ip: IpAddr,
+    pub http_listen: SocketAddr,
+    pub rtp_ports: (u16, u16),
+    /// `host:port` that plain numbers are sent to when no account is configured.
+    pub sip_server: Option<String>,
+    #[serde(serialize_with = "seconds")]
+    pub ring_timeout: Duration,
+    pub api_token: Option<String>,
+    pub log_format: LogFormat,
+    pub greeting: Greeting,
+    pub greeting_outbound: bool,
+    pub assets_dir: PathBuf,
+    /// None: calls are not recorded.
+    pub recordings_dir: Option<PathBuf>,
+    /// SRTP on direct calls signalled over TLS.
+    pub srtp: SrtpMode,
+    /// Registrations with PBXs and providers.
+    pub accounts: Vec<AccountConfig>,
+    /// Boards that connect at `/device/{id}` (`[[devices]]` in the file).
+    pub devices: Vec<DeviceConfig>,
+    /// Devices are pinged this often; one silent for two intervals is offline.
+    #[serde(serialize_with = "seconds")]
+    pub device_ping_interval: Duration,
+    /// A device that drops in a call has this long to reconnect and resume it.
+    #[serde(serialize_with = "seconds")]
+    pub device_reconnect_grace: Duration,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("invalid {key}: {value:?}: {why}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl Default for Config {
+    /// The embedded defaults `cargo run --release` starts with.
+    fn default() -> Self {
+        Config {
+            sip_listen: "127.0.0.1:5060".parse().unwrap(),
+            sip_listen_tcp: None,
+            sip_listen_tls: None,
+            advertised_ip: "127.0.0.1".parse().unwrap(),
+            http_listen: "127.0.0.1:8080".parse().unwrap(),
+            rtp_ports: (20000, 29999),
+            sip_server: None,
+            ring_timeout: Duration::from_secs(30),
+            api_token: None,
+            log_format: LogFormat::Text,
+            greeting: Greeting::BuiltIn,
+            greeting_outbound: false,
+            assets_dir: PathBuf::from("assets"),
+            recordings_dir: Some(PathBuf::from("recordings")),
+            srtp: SrtpMode::Off,
+            accounts: Vec::new(),
+            devices: Vec::new(),
+            device_ping_interval: Duration::from_secs(15),
+            device_reconnect_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// A config for tests and embedding: everything on loopback, ephemeral
+    /// SIP and HTTP ports, the given RTP range, no greeting, no recording.
+    pub fn loopback(rtp_ports: (u16, u16)) -> Self {
+        Config {
+            sip_listen: "127.0.0.1:0".parse().unwrap(),
+            http_listen: "127.0.0.1:0".parse().unwrap(),
+            rtp_ports,
+            greeting: Greeting::None,
+            recordings_dir: None,
+            ..Config::default()
+        }
+    }
+
+    /// Reads the file `settings` names, lays `settings` (flags and
+    /// environment) over it, and validates the result. `env` looks up the
+    /// seed relay's variables that clap does not know.
+    pub fn resolve(
+        settings: &Settings,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = match &settings.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<Settings>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Settings::default(),
+        };
+        Config::from_settings(overlay(file, settings), env)
+    }
+
+    fn from_settings(
+        s: Settings,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let defaults = Config::default();
+        let sip_listen = match s.sip_listen {
+            Some(addr) => addr,
+            None => {
+                let ip = match env("SIP_LOCAL_IP") {
+                    Some(v) => v
+                        .trim()
+                        .parse()
+                        .map_err(|_| invalid("SIP_LOCAL_IP", &v, "expected an IP address"))?,
+                    None => defaults.sip_listen.ip(),
+                };
+                let port = match env("SIP_LOCAL_PORT") {
+                    Some(v) => parse_port("SIP_LOCAL_PORT", &v)?,
+                    None => defaults.sip_listen.port(),
+                };
+                SocketAddr::new(ip, port)
+            }
+        };
+        let advertised_ip = match s.advertised_ip {
+            Some(ip) => ip,
+            None if sip_listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    "advertised_ip (--advertised-ip, ADVERTISED_IP)",
+                    "",
+                    "required when SIP listens on a wildcard address",
+                ))
+            }
+            None => sip_listen.ip(),
+        };
+        let sip_listen_tls = match (s.sip_listen_tls, s.tls_cert, s.tls_key) {
+            (None, _, _) => None,
+            (Some(addr), Some(cert), Some(key)) => Some(TlsListen { addr, cert, key }),
+            (Some(addr), _, _) => {
+                return Err(invalid(
+                    "sip_listen_tls (--sip-listen-tls, SIP_LISTEN_TLS)",
+                    &addr.to_string(),
+                    "needs tls_cert and tls_key (--tls-cert, --tls-key)",
+                ))
+            }
+        };
+        let sip_server = match s.sip_server {
+            Some(server) => Some(server),
+            None => match env("SIP_SERVER_IP") {
+                Some(ip) => {
+                    let port = env("SIP_SERVER_PORT").unwrap_or_else(|| "5060".into());
+                    parse_port("SIP_SERVER_PORT", &port)?;
+                    let text = format!("{}:{}", ip.trim(), port.trim());
+                    Some(
+                        text.parse::<HostPort>()
+                            .map_err(|why| invalid("SIP_SERVER_IP", &ip, why))?,
+                    )
+                }
+                None => None,
+            },
+        };
+        let ring_timeout = s
+            .ring_timeout
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.ring_timeout);
+        if ring_timeout.is_zero() {
+            return Err(invalid("ring_timeout", "0", "must be at least 1 second"));
+        }
+        let greeting = match s.greeting.as_deref() {
+            None => Greeting::BuiltIn,
+            Some("none") => Greeting::None,
+            Some("") => {
+                return Err(invalid(
+                    "greeting (--greeting, GREETING)",
+                    "",
+                    "expected a WAV file or none",
+                ))
+            }
+            Some(path) => Greeting::File(PathBuf::from(path)),
+        };
+        let record = !s.no_record && s.record.unwrap_or(true);
+        let recordings_dir = record.then(|| {
+            s.recordings_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("recordings"))
+        });
+        let device_ping_interval = match s.device_ping_interval {
+            Some(0) => {
+                return Err(invalid(
+                    "device_ping_interval",
+                    "0",
+                    "must be at least 1 second",
+                ))
+            }
+            Some(secs) => Duration::from_secs(secs),
+            None => defaults.device_ping_interval,
+        };
+        let mut accounts = s.accounts;
+        if let Some(user) = s.sip_user {
+            accounts.push(flag_account(
+                user,
+                s.sip_password,
+                s.registrar.or(sip_server.clone()),
+                s.sip_domain,
+                s.sip_transport.unwrap_or_default(),
+            )?);
+        }
+        crate::accounts::validate(&accounts).map_err(|e| invalid("accounts", "", e.to_string()))?;
+        crate::devices::validate(&s.devices, &accounts)
+            .map_err(|e| invalid("devices", "", e.to_string()))?;
+        let config = Config {
+            sip_listen,
+            sip_listen_tcp: s.sip_listen_tcp,
+            sip_listen_tls,
+            advertised_ip,
+            http_listen: s.http_listen.unwrap_or(defaults.http_listen),
+            rtp_ports: s
+                .rtp_ports
+                .map(|r| (r.low, r.high))
+                .unwrap_or(defaults.rtp_ports),
+            sip_server: sip_server.map(|s| s.with_default_port(5060)),
+            ring_timeout,
+            api_token: s
+                .api_token
+                .map(|t| t.expose().to_string())
+                .filter(|t| !t.is_empty()),
+            log_format: s.log_format.unwrap_or_default(),
+            greeting,
+            greeting_outbound: s.greeting_outbound.unwrap_or(false),
+            assets_dir: s.assets_dir.unwrap_or(defaults.assets_dir),
+            recordings_dir,
+            srtp: s.srtp.unwrap_or_default(),
+            accounts,
+            devices: s.devices,
+            device_ping_interval,
+            device_reconnect_grace: s
+                .device_reconnect_grace
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.device_reconnect_grace),
+        };
+        config.check_access()?;
+        Ok(config)
+    }
+
+    /// Off loopback, the HTTP/WebSocket API must be protected by a token.
+    pub fn check_access(&self) -> Result<(), ConfigError> {
+        if !self.http_listen.ip().is_loopback() && self.api_token.is_none() {
+            return Err(invalid(
+                "api_token (--api-token, API_TOKEN)",
+                "",
+                "required when HTTP listens on a non-loopback address",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The config as `--check-config` prints it: TOML, secrets hidden.
+    pub fn redacted(&self) -> String {
+        let mut shown = self.clone();
+        let hide = "***".to_string();
+        if shown.api_token.is_some() {
+            shown.api_token = Some(hide.clone());
+        }
+        for a in &mut shown.accounts {
+            a.password = Secret::new(hide.clone());
+        }
+        for d in &mut shown.devices {
+            d.token = hide.clone();
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot show the config: {e}\n"))
+    }
+}
+
+/// The file's settings with every setting the flags or environment gave
+/// laid over them. Generic over the fields: both sides become TOML tables
+/// (a `None` is left out), and the flags' table is merged into the file's.
+fn overlay(file: Settings, flags: &Settings) -> Settings {
+    let table = |s: &Settings| toml::Table::try_from(s).unwrap_or_default();
+    let mut merged = table(&file);
+    merged.extend(table(flags));
+    // Both sides were valid settings, so their union is one too.
+    let mut settings: Settings = merged.try_into().unwrap_or_default();
+    settings.accounts = file.accounts;
+    settings.devices = file.devices;
+    settings.config = flags.config.clone();
+    settings.check_config = flags.check_config;
+    settings.no_record = flags.no_record;
+    settings
+}
+
+/// The account given by `--sip-user` and its companions.
+fn flag_account(
+    username: String,
+    password: Option<Secret>,
+    registrar: Option<HostPort>,
+    domain: Option<String>,
+    transport: SipTransport,
+) -> Result<AccountConfig, ConfigError> {
+    let key = "sip_user (--sip-user, SIP_USER)";
+    let password =
+        password.ok_or_else(|| invalid(key, &username, "needs --sip-password (SIP_PASSWORD)"))?;
+    let registrar = registrar.ok_or_else(|| {
+        invalid(
+            key,
+            &username,
+            "needs --registrar (SIP_REGISTRAR), or SIP_SERVER_IP to register with",
+        )
+    })?;
+    Ok(AccountConfig {
+        name: username.clone(),
+        domain: domain.unwrap_or_else(|| registrar.host.clone()),
+        username,
+        password,
+        registrar: Some(registrar),
+        auth_username: None,
+        outbound_proxy: None,
+        transport,
+        expires: 300,
+        register: true,
+        default: false,
+        srtp: SrtpMode::Off,
+        keepalive_interval: None,
+    })
+}
+
+fn invalid(key: &'static str, value: &str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+fn parse_port(key: &'static str, v: &str) -> Result<u16, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|_| invalid(key, v, "expected a port number 0-65535"))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Flags as clap parses them (bad values fail there), then the merge;
+    /// `env` stands in for the seed relay's variables.
+    fn resolve(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
+        let settings =
+            Settings::try_parse_from(std::iter::once("siprelay").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::resolve(&settings, |k| env.get(k).cloned()).map_err(|e| e.to_string())
+    }
+
+    fn file(name: &str, text: &str) -> String {
+        let dir =
+            std::env::temp_dir().join(format!("siprelay-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn embedded_defaults() {
+        let c = resolve(&[], &[]).unwrap();
+        assert_eq!(c.sip_listen, "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(c.http_listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.advertised_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        let pairs = (c.rtp_ports.1 - c.rtp_ports.0) / 2;
+        assert!(pairs >= 2000, "room for 2,000 calls");
+        assert!(c.accounts.is_empty() && c.sip_listen_tcp.is_none() && c.sip_listen_tls.is_none());
+        assert!(c.recordings_dir.is_some());
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let f = file(
+            "beat",
+            "rtp_ports = \"40000-40100\"\nsip_server = \"10.0.0.5:5060\"\nring_timeout = 7\n\
+             greeting_outbound = true\nrecord = false\n",
+        );
+        let c = resolve(&["--config", &f], &[]).unwrap();
+        assert_eq!(c.rtp_ports, (40000, 40100));
+        assert_eq!(c.sip_server.as_deref(), Some("10.0.0.5:5060"));
+        assert_eq!(c.ring_timeout, Duration::from_secs(7));
+        assert!(c.greeting_outbound);
+        assert!(c.recordings_dir.is_none());
+        let c = resolve(
+            &[
+                "--config",
+                &f,
+                "--rtp-ports",
+                "42000-42100",
+                "--record",
+                "--greeting-outbound=false",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.rtp_ports, (42000, 42100));
+        assert_eq!(
+            c.ring_timeout,
+            Duration::from_secs(7),
+            "the file still counts"
+        );
+        assert!(c.recordings_dir.is_some());
+        assert!(!c.greeting_outbound);
+        let c = resolve(&["--no-record"], &[]).unwrap();
+        assert!(c.recordings_dir.is_none());
+    }
+
+    #[test]
+    fn every_flag_has_an_environment_variable_and_a_file_key() {
+        use clap::CommandFactory;
+        let cmd = Settings::command();
+        let file_keys = toml::Table::try_from(Settings {
+            sip_listen: Some("127.0.0.1:1".parse().unwrap()),
+            ..Settings::default()
+        })
+        .unwrap();
+        assert!(file_keys.contains_key("sip_listen"));
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if ["config", "check_config", "no_record", "help", "version"].contains(&id) {
+                continue;
+            }
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("--{id} has no environment variable"));
+            assert!(!env.is_empty());
+        }
+    }
+
+    #[test]
+    fn seed_relay_environment_names_work() {
+        let c = resolve(
+            &[],
+            &[
+                ("SIP_LOCAL_IP", "127.0.0.2"),
+                ("SIP_LOCAL_PORT", "5070"),
+                ("SIP_SERVER_IP", "127.0.0.3"),
+                ("SIP_SERVER_PORT", "5080"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.sip_listen, "127.0.0.2:5070".parse().unwrap());
+        assert_eq!(c.advertised_ip, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(c.sip_server.as_deref(), Some("127.0.0.3:5080"));
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case; 9] = [
+            (&["--rtp-ports", "5-3"], &[], "--rtp-ports"),
+            (&["--rtp-ports", "30000"], &[], "--rtp-ports"),
+            (&["--sip-listen", "nonsense"], &[], "--sip-listen"),
+            (&[], &[("SIP_LOCAL_PORT", "99999")], "SIP_LOCAL_PORT"),
+            (&["--http-listen", "0.0.0.0:8080"], &[], "api_token"),
+            (&["--sip-listen", "0.0.0.0:5060"], &[], "advertised_ip"),
+            (&["--log-format", "xml"], &[], "--log-format"),
+            (&["--sip-listen-tls", "127.0.0.1:5061"], &[], "tls_cert"),
+            (&["--sip-user", "2000"], &[], "SIP_PASSWORD"),
+        ];
+        for (args, env, key) in cases {
+            let e = resolve(args, env).unwrap_err();
+            assert!(e.contains(key), "{args:?} {env:?}: {e}");
+        }
+        let f = file("badtype", "ring_timeout = \"soon\"\n");
+        let e = resolve(&["--config", &f], &[]).unwrap_err();
+        assert!(e.contains("ring_timeout") && e.contains(&f), "{e}");
+    }
+
+    #[test]
+    fn token_allows_binding_off_loopback() {
+        let c = resolve(
+            &["--http-listen", "0.0.0.0:8080", "--api-token", "s3cret"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.api_token.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let f = file("unknown", "rtp_port = \"1-2\"\n");
+        let e = resolve(&["--config", &f], &[]).unwrap_err();
+        assert!(e.contains("rtp_port"), "{e}");
+    }
+
+    #[test]
+    fn accounts_from_the_file_and_from_flags() {
+        let f = file(
+            "accounts",
+            "[[accounts]]\nname = \"office\"\nusername = \"2000\"\npassword = \"pw-office\"\n\
+             domain = \"pbx.example.net\"\nregistrar = \"127.0.0.1:5080\"\ntransport = \"tcp\"\n\
+             expires = 120\n\n[[accounts]]\nname = \"trunk\"\nusername = \"acme\"\n\
+             password = \"pw-trunk\"\ndomain = \"sip.provider.example\"\nregister = false\n\
+             default = true\n",
+        );
+        let c = resolve(&["--config", &f], &[]).unwrap();
+        assert_eq!(c.accounts.len(), 2);
+        let office = &c.accounts[0];
+        assert_eq!(office.transport, SipTransport::Tcp);
+        assert_eq!(office.expires, 120);
+        assert_eq!(office.next_hop(), "127.0.0.1:5080");
+        assert!(!c.accounts[1].register);
+        assert_eq!(
+            crate::accounts::default_account(&c.accounts).unwrap().name,
+            "trunk"
+        );
+
+        // One account from flags, the seed relay's server as its registrar.
+        let c = resolve(
+            &["--sip-user", "2001", "--sip-password", "pw-flag"],
+            &[("SIP_SERVER_IP", "127.0.0.9"), ("SIP_SERVER_PORT", "5090")],
+        )
+        .unwrap();
+        let a = &c.accounts[0];
+        assert_eq!((a.name.as_str(), a.username.as_str()), ("2001", "2001"));
+        assert_eq!(a.password.expose(), "pw-flag");
+        assert_eq!(a.next_hop(), "127.0.0.9:5090");
+        assert_eq!(a.aor(), "sip:2001@127.0.0.9");
+        let e = resolve(&["--sip-user", "2001", "--sip-password", "pw"], &[]).unwrap_err();
+        assert!(e.contains("--registrar"), "{e}");
+    }
+
+    #[test]
+    fn printed_config_hides_secrets() {
+        let f = file(
+            "secret",
+            "api_token = \"tok-123\"\n[[accounts]]\nname = \"office\"\nusername = \"2000\"\n\
+             password = \"pw-hidden\"\ndomain = \"pbx.example.net\"\n",
+        );
+        let c = resolve(&["--config", &f], &[]).unwrap();
+        let shown = c.redacted();
+        assert!(
+            shown.contains("office") && shown.contains("pbx.example.net"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("pw-hidden") && !shown.contains("tok-123"),
+            "{shown}"
+        );
+        assert!(!format!("{c:?}").contains("pw-hidden"));
+    }
+}
