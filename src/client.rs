@@ -43,7 +43,8 @@ pub enum OfferFilter {
     All,
     /// None: the client only places calls.
     Nothing,
-    /// Calls whose called number (Request-URI user) is one of these.
+    /// Calls whose called number (Request-URI user), or the name of the
+    /// SIP account they came in on, is one of these.
     Numbers(Vec<String>),
 }
 
@@ -63,11 +64,14 @@ impl OfferFilter {
         }
     }
 
-    pub fn wants(&self, called: &str) -> bool {
+    /// Whether a call to `called`, on `account` if any, is offered.
+    pub fn wants(&self, called: &str, account: Option<&str>) -> bool {
         match self {
             OfferFilter::All => true,
             OfferFilter::Nothing => false,
-            OfferFilter::Numbers(numbers) => numbers.iter().any(|n| n == called),
+            OfferFilter::Numbers(names) => names
+                .iter()
+                .any(|n| n == called || Some(n.as_str()) == account),
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct ClientHandle {
     pub device_format: Option<crate::devices::AudioFormat>,
     /// Set for a device: its extension, the caller id of the calls it places.
     pub extension: Option<String>,
+    /// Set for a device that is a SIP account: the calls it places go out through it.
+    pub account: Option<String>,
     /// Why the connection is being closed, for its close frame.
     close_reason: std::sync::Mutex<Option<(u16, String)>>,
 }
@@ -114,6 +120,7 @@ impl ClientHandle {
             takes_audio: true,
             device_format: None,
             extension: None,
+            account: None,
             close_reason: Default::default(),
         };
         (handle, rx)
@@ -123,12 +130,12 @@ impl ClientHandle {
     /// it, its audio binary in `format`.
     pub fn device(
         id: ClientId,
-        format: crate::devices::AudioFormat,
-        extension: &str,
+        device: &crate::devices::DeviceConfig,
     ) -> (ClientHandle, mpsc::Receiver<Outgoing>) {
         let (mut handle, rx) = ClientHandle::new(id, Dialect::V1, OfferFilter::Nothing);
-        handle.device_format = Some(format);
-        handle.extension = Some(extension.to_string());
+        handle.device_format = Some(device.format);
+        handle.extension = Some(device.extension.clone());
+        handle.account = device.account.clone();
         (handle, rx)
     }
 
@@ -284,9 +291,12 @@ mod tests {
 
     #[test]
     fn offer_filters() {
-        assert!(OfferFilter::parse("").wants("2000"));
-        assert!(!OfferFilter::parse("none").wants("2000"));
+        assert!(OfferFilter::parse("").wants("2000", None));
+        assert!(!OfferFilter::parse("none").wants("2000", Some("office")));
         let f = OfferFilter::parse("2000, 2001");
-        assert!(f.wants("2001") && !f.wants("200"));
+        assert!(f.wants("2001", None) && !f.wants("200", None));
+        let f = OfferFilter::parse("office");
+        assert!(f.wants("2000", Some("office")) && !f.wants("2000", Some("home")));
+        assert!(!f.wants("2000", None));
     }
 }

@@ -167,6 +167,7 @@ mod tests {
             "1001".into(),
             "2000".into(),
             None,
+            None,
         )
         .0
     }

@@ -35,13 +35,20 @@ impl Dialer for Dialing {
         &self,
         owner: Arc<ClientHandle>,
         target: &str,
+        account: Option<&str>,
         script: Script,
     ) -> Result<Arc<Call>, DialError> {
         let board = &self.board;
-        if board.devices.by_extension(target).is_some() || board.takes_by_name(target) {
+        // Naming an account asks for the PBX, even for a local number.
+        let local = account.is_none()
+            && (board.devices.by_extension(target).is_some() || board.takes_by_name(target));
+        if local {
             return dial(board, owner, target, script);
         }
-        self.sip.dial(owner, target, script)
+        let account = account
+            .map(str::to_string)
+            .or_else(|| owner.account.clone());
+        self.sip.dial(owner, target, account.as_deref(), script)
     }
 }
 
@@ -85,6 +92,7 @@ fn dial(
         caller_id.clone(),
         target.to_string(),
         Some(owner),
+        None,
     );
     a.set_script(script);
     board.insert_call(a.clone());
@@ -104,7 +112,7 @@ fn dial(
         Bridge::new(board.clone(), caller, None).feed(Side::Caller, failed(status));
         Ok(a.clone())
     };
-    if let Err(status) = board.route_incoming(target) {
+    if let Err(status) = board.route_incoming(target, None) {
         return refuse(caller, status);
     }
     let (b, b_control) = Call::new(
@@ -112,6 +120,7 @@ fn dial(
         Direction::Inbound,
         caller_id,
         target.to_string(),
+        None,
         None,
     );
     board.insert_call(b.clone());

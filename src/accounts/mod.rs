@@ -179,6 +179,44 @@ pub fn default_account(accounts: &[AccountConfig]) -> Option<&AccountConfig> {
     accounts.iter().find(|a| a.default).or(accounts.first())
 }
 
+/// The account an incoming INVITE is for. A registrar routes calls for an
+/// AOR to the Contact siprelay registered, whose user part is the account's
+/// username, so the Request-URI's user names the account (the To host tells
+/// apart accounts that share a user name). A trunk that sends calls by IP
+/// (`register = false`) is known by the address they come from: its
+/// registrar, proxy or domain written as an IP address.
+pub fn for_incoming<'a>(
+    accounts: &'a [AccountConfig],
+    request_user: &str,
+    to_host: &str,
+    source: std::net::IpAddr,
+) -> Option<&'a AccountConfig> {
+    let by_user: Vec<_> = accounts
+        .iter()
+        .filter(|a| a.username == request_user)
+        .collect();
+    match by_user.as_slice() {
+        [one] => return Some(one),
+        [] => {}
+        several => {
+            return several
+                .iter()
+                .find(|a| a.domain.eq_ignore_ascii_case(to_host))
+                .or(several.first())
+                .copied()
+        }
+    }
+    accounts.iter().filter(|a| !a.register).find(|a| {
+        let hosts = [a.outbound_proxy.as_ref(), a.registrar.as_ref()];
+        hosts
+            .iter()
+            .flatten()
+            .map(|h| h.host.as_str())
+            .chain([a.domain.as_str()])
+            .any(|h| h.parse::<std::net::IpAddr>() == Ok(source))
+    })
+}
+
 #[cfg(test)]
 pub(crate) fn example(name: &str, username: &str) -> AccountConfig {
     AccountConfig {
@@ -242,6 +280,30 @@ mod tests {
         assert_eq!(default_account(&[b.clone(), a.clone()]).unwrap().name, "a");
         a.default = false;
         assert_eq!(default_account(&[b, a]).unwrap().name, "b");
+    }
+
+    #[test]
+    fn incoming_calls_find_their_account() {
+        let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let office = example("office", "2000");
+        let mut other = example("other", "2000");
+        other.domain = "other.example".into();
+        let mut trunk = example("trunk", "acme");
+        trunk.register = false;
+        trunk.registrar = Some("192.0.2.7:5060".parse().unwrap());
+        let accounts = [office, other, trunk];
+        let name = |user, host, ip: &str| {
+            for_incoming(&accounts, user, host, ip.parse().unwrap()).map(|a| a.name.as_str())
+        };
+        assert_eq!(name("2000", "pbx.example.net", "127.0.0.1"), Some("office"));
+        assert_eq!(name("2000", "other.example", "127.0.0.1"), Some("other"));
+        assert_eq!(
+            name("5551234", "198.51.100.1", "192.0.2.7"),
+            Some("trunk"),
+            "by source"
+        );
+        assert_eq!(name("5551234", "198.51.100.1", "192.0.2.8"), None);
+        assert_eq!(for_incoming(&accounts[..1], "2001", "x", local), None);
     }
 
     #[test]

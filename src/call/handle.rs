@@ -58,6 +58,8 @@ pub struct Call {
     pub from: String,
     /// The callee (inbound: Request-URI user; outbound: the dialled target).
     pub to: String,
+    /// The SIP account the call came in on or goes out through.
+    pub account: Option<String>,
     pub created: SystemTime,
     pub control: mpsc::Sender<Control>,
     owner: Mutex<Option<Arc<ClientHandle>>>,
@@ -79,6 +81,7 @@ impl Call {
         from: String,
         to: String,
         owner: Option<Arc<ClientHandle>>,
+        account: Option<String>,
     ) -> (Arc<Call>, mpsc::Receiver<Control>) {
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         let phase = match direction {
@@ -90,6 +93,7 @@ impl Call {
             direction,
             from,
             to,
+            account,
             created: SystemTime::now(),
             control: tx,
             owner: Mutex::new(owner),
@@ -205,6 +209,7 @@ mod tests {
             Direction::Outbound,
             "a".into(),
             "b".into(),
+            None,
             None,
         );
         for p in PHASES {

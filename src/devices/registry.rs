@@ -60,6 +60,22 @@ impl DeviceRegistry {
         self.by_extension.get(extension).and_then(|id| self.get(id))
     }
 
+    /// The device that is this SIP account on the PBX, if any: calls to
+    /// the account's AOR ring it.
+    pub fn by_account(&self, account: &str) -> Option<Arc<DeviceSlot>> {
+        self.devices
+            .values()
+            .find(|d| d.config.account.as_deref() == Some(account))
+            .cloned()
+    }
+
+    /// The device an incoming call rings: the one with the called
+    /// extension, else the one that is the call's account.
+    pub fn for_call(&self, called: &str, account: Option<&str>) -> Option<Arc<DeviceSlot>> {
+        self.by_extension(called)
+            .or_else(|| account.and_then(|a| self.by_account(a)))
+    }
+
     /// Every device, sorted by id.
     pub fn all(&self) -> Vec<Arc<DeviceSlot>> {
         let mut v: Vec<_> = self.devices.values().cloned().collect();

@@ -41,9 +41,13 @@ use crate::switchboard::{DialError, Switchboard, API_OWNER};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceCall {
-    /// A number (sent to `--sip-server`) or a `sip:` URI.
+    /// A number (dialled through the default SIP account, or sent to
+    /// `--sip-server`) or a `sip:` URI.
     #[schema(min_length = 1, max_length = 256, example = "1002")]
     pub to: String,
+    /// The SIP account to dial through, by name.
+    #[schema(example = "office")]
+    pub account: Option<String>,
     /// A WAV file in the assets directory, played once the call connects.
     #[schema(example = "greeting.wav")]
     pub play: Option<String>,
@@ -118,6 +122,8 @@ pub struct CallView {
     pub answered_at: Option<String>,
     /// The INVITE's final SIP status, once there is one.
     pub sip_status: Option<u16>,
+    /// The SIP account the call came in on or goes out through.
+    pub account: Option<String>,
     pub rtp: RtpCounts,
 }
 
@@ -149,6 +155,7 @@ impl CallView {
             started_at: Utc::from_system(call.created).rfc3339(),
             answered_at: call.answered.get().map(|t| Utc::from_system(*t).rfc3339()),
             sip_status: call.sip_status(),
+            account: call.account.clone(),
             rtp: RtpCounts {
                 packets_in: rtp.packets_in,
                 packets_out: rtp.packets_out,
@@ -228,7 +235,7 @@ fn offered(board: &Switchboard, id: &str) -> Result<Arc<Call>, ApiError> {
         (status = 201, description = "The call is being placed", body = CallView,
             headers(("location" = String, description = "/calls/{id}"))),
         (status = 400, description = "Bad body or target", body = ErrorBody),
-        (status = 404, description = "`play` names no file", body = ErrorBody),
+        (status = 404, description = "`play` names no file, or `account` no account", body = ErrorBody),
         (status = 409, description = "`record` asked while recording is off", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "`play` is not a WAV file", body = ErrorBody),
@@ -245,6 +252,13 @@ pub async fn place(
     }
     let to = crate::wire::call::parse_target(to)
         .map_err(|e| ApiError::bad_request(format!("to: {}", e.message)))?;
+    let account = match req.account.as_deref() {
+        Some(name) => Some(
+            crate::wire::call::parse_account(name)
+                .map_err(|e| ApiError::bad_request(format!("account: {}", e.message)))?,
+        ),
+        None => None,
+    };
     let board = &state.board;
     let script = script(
         board,
@@ -253,7 +267,7 @@ pub async fn place(
         req.record,
     )
     .await?;
-    let call = match state.dialer.dial(board.api_owner(), to, script) {
+    let call = match state.dialer.dial(board.api_owner(), to, account, script) {
         Ok(call) => call,
         Err(DialError::Refused(e)) => return Err(ApiError::from_status(e.code, e.message)),
         Err(DialError::NoPorts(_)) => {

@@ -92,7 +92,7 @@ impl Connection {
                     .send_dtmf(digits)
                     .map_err(|e| ProtocolError::bad_request(e.to_string()))
             }
-            Command::Call { target } => self.dial(target),
+            Command::Call { target, account } => self.dial(target, account),
             Command::Answer { call } => self.answer(call).await,
             Command::Reject { call, status } => {
                 let call = self.offered_call(call)?;
@@ -201,10 +201,10 @@ impl Connection {
         Ok(())
     }
 
-    fn dial(&mut self, target: &str) -> Result<(), ProtocolError> {
+    fn dial(&mut self, target: &str, account: Option<&str>) -> Result<(), ProtocolError> {
         match self
             .dialer
-            .dial(self.client.clone(), target, Script::default())
+            .dial(self.client.clone(), target, account, Script::default())
         {
             Ok(call) => {
                 self.own(&call);

@@ -101,7 +101,15 @@ mod tests {
 
     fn call() -> Arc<Call> {
         let id = CallId::generate();
-        Call::new(id, Direction::Inbound, "1001".into(), "2000".into(), None).0
+        Call::new(
+            id,
+            Direction::Inbound,
+            "1001".into(),
+            "2000".into(),
+            None,
+            None,
+        )
+        .0
     }
 
     #[tokio::test]

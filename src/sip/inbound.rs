@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use rsipstack::dialog::dialog::TerminatedReason;
 use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::{Header, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
 use tokio::sync::mpsc;
@@ -26,6 +27,18 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
     let board = sip.board.clone();
     let from = caller_of(&tx.original);
     let to = user_of(&tx.original.uri);
+    let account = {
+        let to_host = tx
+            .original
+            .to_header()
+            .ok()
+            .and_then(|h| h.typed().ok())
+            .map(|t| t.uri.host_with_port.host.to_string())
+            .unwrap_or_default();
+        let source = super::source_ip(&tx.original)
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        crate::accounts::for_incoming(&board.config.accounts, &to, &to_host, source).cloned()
+    };
     let remote = match sdp::parse(&tx.original.body) {
         Ok(remote) => remote,
         Err(e) => {
@@ -41,7 +54,8 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
         let _ = tx.reply(StatusCode::ServiceUnavailable).await;
         return;
     };
-    if let Err(status) = board.route_incoming(&to) {
+    let account_name = account.as_ref().map(|a| a.name.clone());
+    if let Err(status) = board.route_incoming(&to, account_name.as_deref()) {
         tracing::info!(%from, %to, status, "incoming call rejected: nobody to take it, or busy");
         board.refused_invite(status);
         let _ = tx.reply(StatusCode::from(status)).await;
@@ -49,12 +63,18 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
     }
 
     let (state_tx, mut dialog_news) = sip.dialogs.new_dialog_state_channel();
-    let dialog = match sip.dialogs.get_or_create_server_invite(
-        &tx,
-        state_tx,
-        None,
-        Some(sip.contact.clone()),
-    ) {
+    // On an account, our Contact carries its user, as the one registered.
+    let contact = account
+        .as_ref()
+        .and_then(|a| {
+            let text = format!("sip:{}@{}", a.username, sip.contact.host_with_port);
+            rsipstack::sip::Uri::try_from(text.as_str()).ok()
+        })
+        .unwrap_or_else(|| sip.contact.clone());
+    let dialog = match sip
+        .dialogs
+        .get_or_create_server_invite(&tx, state_tx, None, Some(contact))
+    {
         Ok(d) => d,
         Err(e) => {
             tracing::info!(%from, error = %e, "cannot create dialog: 400");
@@ -73,7 +93,14 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
         return;
     }
 
-    let (call, control) = Call::new(CallId::generate(), Direction::Inbound, from, to, None);
+    let (call, control) = Call::new(
+        CallId::generate(),
+        Direction::Inbound,
+        from,
+        to,
+        None,
+        account_name,
+    );
     let span = tracing::info_span!("call", id = %call.id);
     let _enter = span.enter();
     board.insert_call(call.clone());

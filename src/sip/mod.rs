@@ -165,6 +165,14 @@ pub(crate) fn user_of(uri: &Uri) -> String {
         .unwrap_or_else(|| uri.host_with_port.to_string())
 }
 
+/// The address a request came from: its top Via's `received`, or the
+/// Via's own host when that is what the transport saw.
+pub(crate) fn source_ip(req: &rsipstack::sip::Request) -> Option<std::net::IpAddr> {
+    let via = req.via_header().ok()?;
+    let (_, host) = rsipstack::transport::SipConnection::parse_target_from_via(via).ok()?;
+    host.host.to_string().parse().ok()
+}
+
 /// The From user of a request.
 pub(crate) fn caller_of(req: &rsipstack::sip::Request) -> String {
     req.from_header()

@@ -6,14 +6,18 @@ use std::sync::Arc;
 use rsipstack::dialog::dialog::{DialogStateReceiver, TerminatedReason};
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::Uri;
+use rsipstack::sip::{Transport, Uri};
+use rsipstack::transport::SipAddr;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::requests::{self, DialogNews};
 use super::SipEndpoint;
+use crate::accounts::AccountConfig;
 use crate::call::state::{Action, CallState, Direction, Input};
 use crate::call::{Call, CallId, Control, Script};
 use crate::client::ClientHandle;
+use crate::config::SipTransport;
 use crate::media::sdp;
 use crate::media::session::RtpBinding;
 use crate::switchboard::{DialError, Dialer};
@@ -24,9 +28,10 @@ impl Dialer for SipEndpoint {
         &self,
         owner: Arc<ClientHandle>,
         target: &str,
+        account: Option<&str>,
         script: Script,
     ) -> Result<Arc<Call>, DialError> {
-        let uri = self.target_uri(target).map_err(DialError::Refused)?;
+        let plan = self.plan(target, account).map_err(DialError::Refused)?;
         let board = &self.board;
         let id = CallId::generate();
         let Ok(rtp) = board.bind_rtp() else {
@@ -39,101 +44,212 @@ impl Dialer for SipEndpoint {
         let (call, control) = Call::new(
             id,
             Direction::Outbound,
-            self.contact.to_string(),
+            plan.caller.to_string(),
             target.to_string(),
             Some(owner.clone()),
+            plan.account.as_ref().map(|a| a.name.clone()),
         );
         call.set_script(script);
         board.insert_call(call.clone());
         board.calling(&call);
         let port = rtp.lease.rtp_port();
         let our_sdp = sdp::offer(port as u64, board.advertised_ip(), port);
-        let option = InviteOption {
-            caller: self.contact.clone(),
-            callee: uri,
-            contact: self.contact.clone(),
-            content_type: Some("application/sdp".into()),
-            offer: Some(our_sdp.clone().into_bytes()),
-            // Our own id, so SIP traces and logs name the call the same way.
-            call_id: Some(format!("{}@{}", call.id, board.advertised_ip())),
-            ..Default::default()
-        };
-        let (state_tx, dialog_news) = self.dialogs.new_dialog_state_channel();
-        let (dialog, invite) = match self.dialogs.do_invite_async(option, state_tx) {
-            Ok(started) => started,
-            Err(e) => {
-                tracing::warn!(call = %call.id, error = %e, "INVITE could not be sent");
-                call.set_sip_status(Some(500));
-                board.notify(
-                    &call,
-                    &crate::call::state::Notice::Failed {
-                        status: 500,
-                        reason: "Server Internal Error".into(),
-                    },
-                );
-                board.finish(&call, &crate::call::state::EndCause::Local);
-                return Ok(call);
-            }
-        };
-        tracing::info!(call = %call.id, %target, "outgoing call started");
+        tracing::info!(call = %call.id, %target, account = ?call.account, "outgoing call started");
         let task = OutboundCall {
             board: self.board.clone(),
             dialogs: self.dialogs.clone(),
             call: call.clone(),
-            dialog,
+            dialog: None,
             state: CallState::outbound(),
             rtp: Some(rtp),
             our_sdp,
         };
-        tokio::spawn(task.run(control, dialog_news, invite));
+        tokio::spawn(task.run(control, plan));
         Ok(call)
     }
 }
 
+/// How one outgoing call is placed: to whom, as whom, through where.
+struct Plan {
+    callee: Uri,
+    caller: Uri,
+    contact: Uri,
+    /// Set when the call goes through an account: its credentials and next hop.
+    account: Option<AccountConfig>,
+}
+
 impl SipEndpoint {
-    /// A `sip:` URI as given, or a plain number at the configured SIP server.
-    fn target_uri(&self, target: &str) -> Result<Uri, ProtocolError> {
-        let text = if target.to_ascii_lowercase().starts_with("sip") {
-            target.to_string()
-        } else {
-            // It becomes the user part of a URI: nothing that could end the
-            // user part or the URI (`@`, `:`, `;`, `>`, spaces) may pass.
-            let allowed = |c: char| c.is_ascii_alphanumeric() || "+*#._-".contains(c);
-            if target.is_empty() || !target.chars().all(allowed) {
-                return Err(ProtocolError::bad_request(
-                    "a number may hold only letters, digits and + * # . _ -; use a sip: URI for anything else",
-                ));
-            }
-            let server = self.board.config.sip_server.as_deref().ok_or_else(|| {
-                ProtocolError::bad_request(
-                    "no SIP server configured (--sip-server) to dial plain numbers; use a sip: URI",
-                )
-            })?;
-            format!("sip:{target}@{server}")
-        };
-        Uri::try_from(text.as_str())
-            .map_err(|e| ProtocolError::bad_request(format!("bad SIP URI: {e}")))
+    /// The account a dial goes through: the one named, else the default
+    /// account for a plain number; none for a `sip:` URI dialled directly.
+    fn pick_account(
+        &self,
+        target: &str,
+        named: Option<&str>,
+    ) -> Result<Option<AccountConfig>, ProtocolError> {
+        let accounts = &self.board.config.accounts;
+        match named {
+            Some(name) => accounts
+                .iter()
+                .find(|a| a.name == name)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| ProtocolError::new(404, format!("no account named {name}"))),
+            None if is_uri(target) => Ok(None),
+            None => Ok(crate::accounts::default_account(accounts).cloned()),
+        }
     }
+
+    fn plan(&self, target: &str, account: Option<&str>) -> Result<Plan, ProtocolError> {
+        let account = self.pick_account(target, account)?;
+        let callee = self.target_uri(target, account.as_ref())?;
+        let (caller, contact) = match &account {
+            Some(a) => (
+                parse_uri(&a.aor())?,
+                parse_uri(&format!(
+                    "sip:{}@{}",
+                    a.username, self.contact.host_with_port
+                ))?,
+            ),
+            None => (self.contact.clone(), self.contact.clone()),
+        };
+        Ok(Plan {
+            callee,
+            caller,
+            contact,
+            account,
+        })
+    }
+
+    /// A `sip:` URI as given; a plain number at the account's domain, or
+    /// else at the configured SIP server.
+    fn target_uri(
+        &self,
+        target: &str,
+        account: Option<&AccountConfig>,
+    ) -> Result<Uri, ProtocolError> {
+        if is_uri(target) {
+            return parse_uri(target);
+        }
+        // It becomes the user part of a URI: nothing that could end the
+        // user part or the URI (`@`, `:`, `;`, `>`, spaces) may pass.
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "+*#._-".contains(c);
+        if target.is_empty() || !target.chars().all(allowed) {
+            return Err(ProtocolError::bad_request(
+                "a number may hold only letters, digits and + * # . _ -; use a sip: URI for anything else",
+            ));
+        }
+        let text = match account {
+            Some(a) => format!("{}:{target}@{}", a.scheme(), a.domain),
+            None => {
+                let server = self.board.config.sip_server.as_deref().ok_or_else(|| {
+                    ProtocolError::bad_request(
+                        "no account and no SIP server configured (--sip-server) to dial plain numbers; use a sip: URI",
+                    )
+                })?;
+                format!("sip:{target}@{server}")
+            }
+        };
+        parse_uri(&text)
+    }
+}
+
+fn is_uri(target: &str) -> bool {
+    target.to_ascii_lowercase().starts_with("sip")
+}
+
+fn parse_uri(text: &str) -> Result<Uri, ProtocolError> {
+    Uri::try_from(text).map_err(|e| ProtocolError::bad_request(format!("bad SIP URI: {e}")))
+}
+
+/// Where an account's requests go, as rsipstack addresses them.
+async fn destination(account: &AccountConfig) -> Result<SipAddr, String> {
+    let hop = super::register::next_hop(account).await?;
+    let mut addr = SipAddr::from(hop);
+    addr.r#type = Some(match account.transport {
+        SipTransport::Udp => Transport::Udp,
+        SipTransport::Tcp => Transport::Tcp,
+        SipTransport::Tls => Transport::Tls,
+    });
+    Ok(addr)
 }
 
 struct OutboundCall {
     board: Arc<crate::switchboard::Switchboard>,
     dialogs: Arc<rsipstack::dialog::dialog_layer::DialogLayer>,
     call: Arc<Call>,
-    dialog: InviteDialog,
+    /// Once the INVITE is sent.
+    dialog: Option<InviteDialog>,
     state: CallState,
     rtp: Option<RtpBinding>,
     our_sdp: String,
 }
 
 impl OutboundCall {
-    async fn run(
-        mut self,
-        mut control: mpsc::Receiver<Control>,
-        mut dialog_news: DialogStateReceiver,
-        invite: tokio::task::JoinHandle<InviteAsyncResult>,
-    ) {
+    /// Sends the INVITE; the dialog and the INVITE's outcome to follow, or
+    /// why it could not be sent.
+    async fn invite(
+        &mut self,
+        plan: Plan,
+    ) -> Result<
+        (
+            DialogStateReceiver,
+            tokio::task::JoinHandle<InviteAsyncResult>,
+        ),
+        (u16, String),
+    > {
+        let destination = match &plan.account {
+            Some(account) => Some(
+                destination(account)
+                    .await
+                    .map_err(|e| (503, format!("Service Unavailable ({e})")))?,
+            ),
+            None => None,
+        };
+        let option = InviteOption {
+            caller: plan.caller,
+            callee: plan.callee,
+            contact: plan.contact,
+            destination,
+            credential: plan.account.as_ref().map(super::register::credential),
+            content_type: Some("application/sdp".into()),
+            offer: Some(self.our_sdp.clone().into_bytes()),
+            // Our own id, so SIP traces and logs name the call the same way.
+            call_id: Some(format!("{}@{}", self.call.id, self.board.advertised_ip())),
+            ..Default::default()
+        };
+        let (state_tx, dialog_news) = self.dialogs.new_dialog_state_channel();
+        let (dialog, invite) = self
+            .dialogs
+            .do_invite_async(option, state_tx)
+            .map_err(|e| {
+                tracing::warn!(error = %e, "INVITE could not be sent");
+                (500, "Server Internal Error".to_string())
+            })?;
+        self.dialog = Some(dialog);
+        Ok((dialog_news, invite))
+    }
+
+    async fn run(mut self, mut control: mpsc::Receiver<Control>, plan: Plan) {
         let span = tracing::info_span!("call", id = %self.call.id);
+        let (mut dialog_news, invite) = match self.invite(plan).instrument(span.clone()).await {
+            Ok(started) => started,
+            Err((status, reason)) => {
+                let _enter = span.enter();
+                let actions = self.input(Input::Failed { status, reason });
+                self.call.set_phase(self.state.phase());
+                self.call.set_sip_status(self.state.sip_status());
+                for action in actions {
+                    if let Action::Notify(notice) = &action {
+                        tracing::info!(?notice, "call event");
+                        self.board.notify(&self.call, notice);
+                    }
+                    if let Action::Finish(cause) = &action {
+                        self.board.finish(&self.call, cause);
+                    }
+                }
+                return;
+            }
+        };
         let mut invite = Some(invite);
         let mut remote = None;
         loop {
@@ -164,7 +280,9 @@ impl OutboundCall {
                                 }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "200 OK without a usable SDP answer");
-                                    let _ = self.dialog.bye().await;
+                                    if let Some(dialog) = &self.dialog {
+                                        let _ = dialog.bye().await;
+                                    }
                                     Input::Failed { status: 488, reason: "Not Acceptable Here".into() }
                                 }
                             }
@@ -201,13 +319,17 @@ impl OutboundCall {
             for action in actions {
                 match action {
                     Action::SendCancel => {
-                        if let Err(e) = self.dialog.cancel().await {
-                            tracing::debug!(error = %e, "CANCEL failed");
+                        if let Some(dialog) = &self.dialog {
+                            if let Err(e) = dialog.cancel().await {
+                                tracing::debug!(error = %e, "CANCEL failed");
+                            }
                         }
                     }
                     Action::SendBye => {
-                        if let Err(e) = self.dialog.bye().await {
-                            tracing::debug!(error = %e, "BYE failed");
+                        if let Some(dialog) = &self.dialog {
+                            if let Err(e) = dialog.bye().await {
+                                tracing::debug!(error = %e, "BYE failed");
+                            }
                         }
                     }
                     Action::StartMedia => {
@@ -224,7 +346,9 @@ impl OutboundCall {
                     Action::Finish(cause) => {
                         tracing::info!(?cause, "call ended");
                         self.board.finish(&self.call, &cause);
-                        self.dialogs.remove_dialog(&self.dialog.id());
+                        if let Some(dialog) = &self.dialog {
+                            self.dialogs.remove_dialog(&dialog.id());
+                        }
                         return;
                     }
                     Action::SendOk | Action::SendReject(_) => {}

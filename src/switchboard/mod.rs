@@ -124,7 +124,7 @@ impl Switchboard {
         device: &crate::devices::DeviceConfig,
     ) -> (Arc<ClientHandle>, mpsc::Receiver<Outgoing>) {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
-        let (handle, queue) = ClientHandle::device(id, device.format, &device.extension);
+        let (handle, queue) = ClientHandle::device(id, device);
         let handle = Arc::new(handle);
         self.clients.insert(id, handle.clone());
         (handle, queue)
@@ -202,20 +202,24 @@ impl Switchboard {
         self.clients.iter().map(|c| c.value().clone()).collect()
     }
 
-    /// Whether an incoming call to `called` can be offered, or the SIP
-    /// status to refuse it with. A device's extension rings that device
-    /// alone: 480 while it is offline, 486 while it is in a call. Any other
-    /// number goes to the connected clients that take it and to watchers
-    /// of `GET /events`, who can answer over REST: 480 if there are none.
-    pub fn route_incoming(&self, called: &str) -> Result<(), u16> {
-        if let Some(device) = self.devices.by_extension(called) {
+    /// Whether an incoming call to `called` (on SIP account `account`, if
+    /// any) can be offered, or the SIP status to refuse it with. A device's
+    /// extension, or the account a device is, rings that device alone: 480
+    /// while it is offline, 486 while it is in a call. Any other call goes
+    /// to the connected clients that take its number or account and to
+    /// watchers of `GET /events`, who can answer over REST: 480 if there
+    /// are none.
+    pub fn route_incoming(&self, called: &str, account: Option<&str>) -> Result<(), u16> {
+        if let Some(device) = self.devices.for_call(called, account) {
             return match device.client() {
                 None => Err(480),
                 Some(client) if self.in_a_call(&client) => Err(486),
                 Some(_) => Ok(()),
             };
         }
-        if self.events.watchers() > 0 || self.clients.iter().any(|c| c.offers.wants(called)) {
+        if self.events.watchers() > 0
+            || self.clients.iter().any(|c| c.offers.wants(called, account))
+        {
             Ok(())
         } else {
             Err(480)
@@ -315,7 +319,8 @@ impl Switchboard {
     /// to its number, and to watchers of `GET /events`. False if there is
     /// nobody to offer it to.
     pub fn offer(&self, call: &Arc<Call>) -> bool {
-        let clients: Vec<_> = match self.devices.by_extension(&call.to) {
+        let account = call.account.as_deref();
+        let clients: Vec<_> = match self.devices.for_call(&call.to, account) {
             Some(device) => match device.client() {
                 Some(client) => vec![client],
                 None => return false,
@@ -323,7 +328,7 @@ impl Switchboard {
             None => self
                 .clients
                 .iter()
-                .filter(|c| c.offers.wants(&call.to))
+                .filter(|c| c.offers.wants(&call.to, account))
                 .map(|c| c.value().clone())
                 .collect(),
         };
@@ -504,13 +509,15 @@ impl Switchboard {
 
 /// Places outbound calls; implemented by the SIP shell.
 pub trait Dialer: Send + Sync {
-    /// Starts a call to `target` owned by `owner`, following `script` once
-    /// connected: registers it, tells the owner `CALLING`, and sends the
-    /// INVITE in the background.
+    /// Starts a call to `target` owned by `owner`, through the SIP account
+    /// named `account` (or the default one for a plain number), following
+    /// `script` once connected: registers it, tells the owner `CALLING`,
+    /// and sends the INVITE in the background.
     fn dial(
         &self,
         owner: Arc<ClientHandle>,
         target: &str,
+        account: Option<&str>,
         script: Script,
     ) -> Result<Arc<Call>, DialError>;
 }

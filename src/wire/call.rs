@@ -3,6 +3,7 @@
 //! # Format
 //! ```text
 //! client: CALL:{number}              number, or sip:/sips: URI
+//! client: CALL:{number}##{account}   the same through a named SIP account
 //! client: CALL_ANS:{call_id}         answer (200 OK)
 //! client: CALL_IGNORE:{call_id}      reject with 486 Busy Here
 //! client: RING_IGNORE:{call_id}      reject with 603 Decline
@@ -25,7 +26,14 @@ const MAX_TARGET_LEN: usize = 256;
 
 pub fn parse<'a>(verb: &str, args: Option<&'a str>) -> Result<Command<'a>, ProtocolError> {
     match verb {
-        "CALL" => parse_target(required(verb, args)?).map(|target| Command::Call { target }),
+        "CALL" => {
+            let args = required(verb, args)?;
+            let (target, account) = match args.split_once("##") {
+                Some((target, account)) => (target, Some(parse_account(account)?)),
+                None => (args, None),
+            };
+            parse_target(target).map(|target| Command::Call { target, account })
+        }
         "CALL_ANS" => one_call_id(verb, args).map(|call| Command::Answer { call }),
         "CALL_IGNORE" => one_call_id(verb, args).map(|call| Command::Reject { call, status: 486 }),
         "RING_IGNORE" => one_call_id(verb, args).map(|call| Command::Reject { call, status: 603 }),
@@ -63,6 +71,22 @@ pub(super) fn one_call_id<'a>(verb: &str, args: Option<&'a str>) -> Result<&'a s
         )));
     }
     Ok(id)
+}
+
+/// An account's name as `[[accounts]]` allows it.
+pub fn parse_account(name: &str) -> Result<&str, ProtocolError> {
+    let ok = (1..=32).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(name)
+    } else {
+        Err(ProtocolError::bad_request(format!(
+            "malformed account name {}",
+            truncate_for_error(name)
+        )))
+    }
 }
 
 /// A dial string is a `sip:`/`sips:` URI or a plain number; a plain number
@@ -151,11 +175,25 @@ mod tests {
 
     #[test]
     fn parses_every_call_verb() {
-        assert_eq!(parse_v1("CALL:1002"), Ok(Command::Call { target: "1002" }));
+        assert_eq!(
+            parse_v1("CALL:1002"),
+            Ok(Command::Call {
+                target: "1002",
+                account: None
+            })
+        );
+        assert_eq!(
+            parse_v1("CALL:1002##office"),
+            Ok(Command::Call {
+                target: "1002",
+                account: Some("office")
+            })
+        );
         assert_eq!(
             parse_v1("CALL:sip:bob@127.0.0.1:5070"),
             Ok(Command::Call {
-                target: "sip:bob@127.0.0.1:5070"
+                target: "sip:bob@127.0.0.1:5070",
+                account: None
             })
         );
         assert_eq!(
@@ -194,6 +232,9 @@ mod tests {
             "CALL:",
             "CALL:1 2",
             "CALL:bob@evil.example",
+            "CALL:1002##",
+            "CALL:1002##bad name",
+            "CALL:1002##a##b",
             "CALL_ANS",
             "CALL_ANS:a##b",
             "HANGUP:",

@@ -33,8 +33,12 @@ pub enum Dialect {
 /// A message from a client, borrowing from the frame it came in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
-    /// `CALL:{number}`: dial a plain number or a `sip:` URI.
-    Call { target: &'a str },
+    /// `CALL:{number}` or `CALL:{number}##{account}`: dial a plain number
+    /// or a `sip:` URI, through the default or the named SIP account.
+    Call {
+        target: &'a str,
+        account: Option<&'a str>,
+    },
     /// `CALL_ANS:{call_id}`: answer an offered call.
     Answer { call: &'a str },
     /// `CALL_IGNORE:{call_id}` (486) or `RING_IGNORE:{call_id}` (603).

@@ -419,6 +419,22 @@ impl SipPeer {
         to_tag: Option<&str>,
         body: Option<&str>,
     ) {
+        self.respond_with(req, from, status, reason, to_tag, "", body)
+            .await
+    }
+
+    /// [`SipPeer::respond`] with `extra` header lines (each ending in CRLF).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn respond_with(
+        &self,
+        req: &SipMessage,
+        from: SocketAddr,
+        status: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+        extra: &str,
+        body: Option<&str>,
+    ) {
         let mut out = format!("SIP/2.0 {status} {reason}\r\n");
         for v in req.all("Via") {
             out.push_str(&format!("Via: {v}\r\n"));
@@ -435,6 +451,7 @@ impl SipPeer {
             req.header("CSeq").unwrap()
         ));
         out.push_str(&format!("Contact: <sip:peer@{}>\r\n", self.addr));
+        out.push_str(extra);
         let body = body.unwrap_or("");
         if !body.is_empty() {
             out.push_str("Content-Type: application/sdp\r\n");
