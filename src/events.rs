@@ -77,6 +77,8 @@ impl CallEvent {
                 ..CallEvent::new("CALL_FAILED", call)
             },
             Notice::Bye => CallEvent::new("BYE", call),
+            // Not published: told to the other offered clients only.
+            Notice::Taken => CallEvent::new("RING_IGNORE", call),
         }
     }
 }

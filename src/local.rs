@@ -276,6 +276,13 @@ impl Bridge {
                     let caused = leg.state.handle_input(input).unwrap_or_default();
                     work.extend(caused.into_iter().map(|a| (other, a)));
                 }
+                // The caller's side ACKs the 200 at once.
+                if action == Action::SendOk {
+                    if let Some(leg) = self.leg(side).filter(|l| !l.done) {
+                        let caused = leg.state.handle_input(Input::Acked).unwrap_or_default();
+                        work.extend(caused.into_iter().map(|a| (side, a)));
+                    }
+                }
                 continue;
             }
             let board = self.board.clone();

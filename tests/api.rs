@@ -109,7 +109,8 @@ async fn an_incoming_call_is_answered_and_hung_up_over_rest_and_events_tell_it_i
         "{}",
         String::from_utf8_lossy(&answered.body)
     );
-    assert_eq!(answered.json()["state"], "connected");
+    // 200 OK sent; connected once the caller ACKs it.
+    assert_eq!(answered.json()["state"], "answering");
     assert_eq!(answered.json()["owner"], "api");
     let ok = peer.expect_response("INVITE", 200).await;
     peer.ack(&mut d, &ok).await;

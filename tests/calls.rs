@@ -292,7 +292,6 @@ async fn first_client_to_answer_owns_the_call_and_the_others_hear_it_withdrawn()
     let id = call_id_of(&a.expect("RING_ANS:1001##").await);
     assert_eq!(call_id_of(&b.expect("RING_ANS:1001##").await), id);
     a.send(&format!("CALL_ANS:{id}")).await;
-    a.expect("CALL_ANS:").await;
     assert_eq!(b.expect("RING_IGNORE:").await, format!("RING_IGNORE:{id}"));
     b.send(&format!("CALL_ANS:{id}")).await;
     assert!(b.expect("ERROR:").await.starts_with("ERROR:409"));
@@ -301,7 +300,11 @@ async fn first_client_to_answer_owns_the_call_and_the_others_hear_it_withdrawn()
     b.send(&format!("HANGUP:{id}")).await;
     assert!(b.expect("ERROR:").await.starts_with("ERROR:403"));
     let ok = peer.expect_response("INVITE", 200).await;
+    // Connected only once the caller has ACKed the 200 (PROTOCOL.md).
+    let early = a.next_text(Duration::from_millis(300), false).await;
+    assert_eq!(early, None, "no CALL_ANS before the ACK");
     peer.ack(&mut d, &ok).await;
+    assert_eq!(a.expect("CALL_ANS:").await, format!("CALL_ANS:{id}"));
     peer.bye(&mut d).await;
     a.expect("BYE:").await;
     daemon.shutdown().await;

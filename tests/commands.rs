@@ -39,7 +39,10 @@ async fn bad_commands_get_errors_and_change_nothing() {
         ),
         (format!("CALL_ANS:{id}"), "ERROR:409"),
         ("CALL:bob@evil.example".into(), "ERROR:400 bad number"),
-        ("CALL:1002".into(), "ERROR:400 no account and no SIP server configured"),
+        (
+            "CALL:1002".into(),
+            "ERROR:400 no account and no SIP server configured",
+        ),
         (oversized, "ERROR:413"),
     ];
     for (command, expected) in &cases {

@@ -189,11 +189,12 @@ pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-const PHASES: [Phase; 6] = [
+const PHASES: [Phase; 7] = [
     Phase::Offered,
     Phase::Dialing,
     Phase::Ringing,
     Phase::Cancelling,
+    Phase::Answering,
     Phase::Connected,
     Phase::Ended,
 ];

@@ -3,6 +3,7 @@
 pub mod handle;
 pub mod id;
 pub mod ports;
+pub mod session_timer;
 pub mod state;
 
 pub use handle::{Call, Control, Script};

@@ -31,6 +31,8 @@ pub enum Phase {
     Ringing,
     /// Outbound: CANCEL sent, waiting for the INVITE's final response.
     Cancelling,
+    /// Inbound: 200 OK sent, waiting for the caller's ACK.
+    Answering,
     Connected,
     Ended,
 }
@@ -42,6 +44,7 @@ impl Phase {
             Phase::Dialing => "dialing",
             Phase::Ringing => "ringing",
             Phase::Cancelling => "cancelling",
+            Phase::Answering => "answering",
             Phase::Connected => "connected",
             Phase::Ended => "ended",
         }
@@ -59,6 +62,9 @@ pub enum EndCause {
     Timeout,
     /// The daemon is shutting down.
     Shutdown,
+    /// The session timer ran out: the far end stopped refreshing, or a
+    /// refresh of ours found the dialog gone (RFC 4028).
+    SessionExpired,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,10 +87,14 @@ pub enum Input {
         status: u16,
         reason: String,
     },
+    /// Inbound: the caller ACKed our 200 OK.
+    Acked,
     /// Inbound: the caller sent CANCEL.
     RemoteCancel,
     /// The far end sent BYE.
     RemoteBye,
+    /// The session timer ran out (RFC 4028).
+    SessionExpired,
 }
 
 /// What the shell must do, in order.
@@ -112,6 +122,8 @@ pub enum Notice {
     Declined,
     /// The offer is gone: the caller cancelled, time ran out, or someone else took it.
     OfferWithdrawn,
+    /// Inbound: a client answered; the offer is closed to the others.
+    Taken,
     Failed {
         status: u16,
         reason: String,
@@ -232,14 +244,18 @@ impl CallState {
             ) => Vec::new(),
             (Ended, _) => return wrong("act on an ended call"),
 
+            // Connected only once the caller has ACKed: a caller that
+            // gives up between our 200 and its ACK never hears audio.
             (Offered, Input::Answer) => {
-                self.phase = Connected;
-                vec![
-                    Action::SendOk,
-                    Action::StartMedia,
-                    Action::Notify(Notice::Connected),
-                ]
+                self.phase = Answering;
+                vec![Action::SendOk, Action::Notify(Notice::Taken)]
             }
+            (Answering, Input::Acked) => {
+                self.phase = Connected;
+                vec![Action::StartMedia, Action::Notify(Notice::Connected)]
+            }
+            // Later ACK-like news (a re-INVITE's ACK) changes nothing.
+            (_, Input::Acked) => Vec::new(),
             (_, Input::Answer) => return wrong("answer"),
             (Offered, Input::Reject(status)) => self.end(
                 EndCause::Local,
@@ -300,15 +316,22 @@ impl CallState {
             }
             (Cancelling, Input::Hangup | Input::OwnerGone | Input::Shutdown) => Vec::new(),
 
-            (Connected, Input::Hangup | Input::OwnerGone) => self.end(
+            (Connected | Answering, Input::Hangup | Input::OwnerGone) => self.end(
                 EndCause::Local,
                 [Action::SendBye, Action::Notify(Notice::Bye)],
             ),
-            (Connected, Input::Shutdown) => self.end(
+            // A CANCEL that crossed our 200 OK: the call goes on (RFC 3261 9.2).
+            (Answering, Input::RemoteCancel) => Vec::new(),
+            (Connected | Answering, Input::Shutdown) => self.end(
                 EndCause::Shutdown,
                 [Action::SendBye, Action::Notify(Notice::Bye)],
             ),
-            (Connected | Cancelling | Dialing | Ringing, Input::RemoteBye) => {
+            (Connected | Answering, Input::SessionExpired) => self.end(
+                EndCause::SessionExpired,
+                [Action::SendBye, Action::Notify(Notice::Bye)],
+            ),
+            (_, Input::SessionExpired) => Vec::new(),
+            (Connected | Answering | Cancelling | Dialing | Ringing, Input::RemoteBye) => {
                 self.end(EndCause::Remote, [Action::Notify(Notice::Bye)])
             }
             (Connected, Input::Provisional(_) | Input::Accepted | Input::Failed { .. }) => {
@@ -350,18 +373,27 @@ mod tests {
         let (mut c, _) = offered();
         assert_eq!(
             c.handle_input(Input::Answer).unwrap(),
-            [
-                Action::SendOk,
-                Action::StartMedia,
-                Action::Notify(Notice::Connected)
-            ]
+            [Action::SendOk, Action::Notify(Notice::Taken)]
         );
+        assert_eq!(c.phase(), Phase::Answering);
         assert_eq!(
             c.handle_input(Input::Answer),
             Err(WrongState {
-                phase: Phase::Connected,
+                phase: Phase::Answering,
                 what: "answer"
             })
+        );
+        assert!(
+            c.handle_input(Input::RemoteCancel).unwrap().is_empty(),
+            "a CANCEL after our 200"
+        );
+        assert_eq!(
+            c.handle_input(Input::Acked).unwrap(),
+            [Action::StartMedia, Action::Notify(Notice::Connected)]
+        );
+        assert!(
+            c.handle_input(Input::Acked).unwrap().is_empty(),
+            "once only"
         );
         assert_eq!(
             c.handle_input(Input::RemoteBye).unwrap(),
@@ -393,6 +425,47 @@ mod tests {
             ]
         );
         assert_eq!(c.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_caller_that_hangs_up_before_its_ack_never_connects() {
+        let (mut c, _) = offered();
+        c.handle_input(Input::Answer).unwrap();
+        assert_eq!(
+            c.handle_input(Input::RemoteBye).unwrap(),
+            [
+                Action::Notify(Notice::Bye),
+                Action::Finish(EndCause::Remote)
+            ]
+        );
+        let (mut c, _) = offered();
+        c.handle_input(Input::Answer).unwrap();
+        assert_eq!(
+            c.handle_input(Input::Hangup).unwrap(),
+            [
+                Action::SendBye,
+                Action::Notify(Notice::Bye),
+                Action::Finish(EndCause::Local)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_expired_session_is_ended_with_bye() {
+        let mut c = CallState::outbound();
+        assert!(
+            c.handle_input(Input::SessionExpired).unwrap().is_empty(),
+            "not before it connects"
+        );
+        c.handle_input(Input::Accepted).unwrap();
+        assert_eq!(
+            c.handle_input(Input::SessionExpired).unwrap(),
+            [
+                Action::SendBye,
+                Action::Notify(Notice::Bye),
+                Action::Finish(EndCause::SessionExpired)
+            ]
+        );
     }
 
     #[test]

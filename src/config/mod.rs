@@ -105,6 +105,9 @@ pub struct Settings {
     /// Seconds a device that dropped in a call has to come back for it [default 10].
     #[arg(long, env = "DEVICE_RECONNECT_GRACE", value_name = "SECONDS")]
     pub device_reconnect_grace: Option<u64>,
+    /// Session interval asked for on outgoing calls, in seconds, at least 90 (RFC 4028) [default 1800].
+    #[arg(long, env = "SESSION_EXPIRES", value_name = "SECONDS")]
+    pub session_expires: Option<u32>,
     /// SRTP for direct calls signalled over TLS: off, optional or required [default off].
     #[arg(long, env = "SRTP", value_name = "MODE")]
     pub srtp: Option<SrtpMode>,
@@ -189,6 +192,12 @@ pub struct Config {
     pub recordings_dir: Option<PathBuf>,
     /// SRTP on direct calls signalled over TLS.
     pub srtp: SrtpMode,
+    /// The session interval (RFC 4028) asked for on outgoing calls.
+    pub session_expires: u32,
+    /// The shortest session interval accepted, and the `Min-SE` sent:
+    /// RFC 4028's 90 s. Not a setting; embedders' tests may lower it to
+    /// see refreshes in seconds.
+    pub min_se: u32,
     /// Registrations with PBXs and providers.
     pub accounts: Vec<AccountConfig>,
     /// Boards that connect at `/device/{id}` (`[[devices]]` in the file).
@@ -241,6 +250,8 @@ impl Default for Config {
             assets_dir: PathBuf::from("assets"),
             recordings_dir: Some(PathBuf::from("recordings")),
             srtp: SrtpMode::Off,
+            session_expires: crate::call::session_timer::DEFAULT_SESSION_EXPIRES,
+            min_se: crate::call::session_timer::MIN_SE,
             accounts: Vec::new(),
             devices: Vec::new(),
             device_ping_interval: Duration::from_secs(15),
@@ -381,6 +392,14 @@ impl Config {
             Some(secs) => Duration::from_secs(secs),
             None => defaults.device_ping_interval,
         };
+        let session_expires = s.session_expires.unwrap_or(defaults.session_expires);
+        if session_expires < defaults.min_se {
+            return Err(invalid(
+                "session_expires (--session-expires, SESSION_EXPIRES)",
+                &session_expires.to_string(),
+                "must be at least 90 seconds (RFC 4028)",
+            ));
+        }
         let mut accounts = s.accounts;
         if let Some(user) = s.sip_user {
             accounts.push(flag_account(
@@ -416,6 +435,8 @@ impl Config {
             assets_dir: s.assets_dir.unwrap_or(defaults.assets_dir),
             recordings_dir,
             srtp: s.srtp.unwrap_or_default(),
+            session_expires,
+            min_se: defaults.min_se,
             accounts,
             devices: s.devices,
             device_ping_interval,

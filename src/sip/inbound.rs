@@ -12,7 +12,9 @@ use rsipstack::transaction::transaction::Transaction;
 use tokio::sync::mpsc;
 
 use super::requests::{self, DialogNews};
+use super::session::{self, SessionRefresh};
 use super::{caller_of, user_of, SipEndpoint};
+use crate::call::session_timer::Answer;
 use crate::call::state::{Action, CallState, Direction, Input};
 use crate::call::{Call, CallId, Control};
 use crate::media::sdp::{self, RemoteMedia};
@@ -54,6 +56,18 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
         let _ = tx.reply(StatusCode::ServiceUnavailable).await;
         return;
     };
+    let floor = board.config.min_se;
+    if let Answer::TooSmall(min) =
+        session::answer_request(Instant::now(), &tx.original.headers, floor)
+    {
+        tracing::info!(%from, %to, min, "incoming call rejected: session interval too small (422)");
+        board.refused_invite(422);
+        let min_se = Header::MinSE(min.to_string().into());
+        let _ = tx
+            .reply_with(StatusCode::SessionIntervalTooSmall, vec![min_se], None)
+            .await;
+        return;
+    }
     let account_name = account.as_ref().map(|a| a.name.clone());
     if let Err(status) = board.route_incoming(&to, account_name.as_deref()) {
         tracing::info!(%from, %to, status, "incoming call rejected: nobody to take it, or busy");
@@ -84,11 +98,21 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
         }
     };
     let _ = tx.send_trying().await;
+    let tx_headers = tx.original.headers.clone();
+    let call_id = tx
+        .original
+        .call_id_header()
+        .map(|h| h.value().to_string())
+        .unwrap_or_default();
     let mut server_tx = dialog.clone();
     tokio::spawn(async move {
         let _ = server_tx.handle(&mut tx).await;
     });
-    if dialog.ringing(None, None).is_err() {
+    // A caller that requires 100rel gets its 180 reliably (RFC 3262).
+    let reliable = session::lists(&tx_headers, "Require", "100rel");
+    let prack = reliable.then(|| sip.expect_prack(&call_id));
+    let ringing_headers = reliable.then(session::ReliableRinging::headers);
+    if dialog.ringing(ringing_headers, None).is_err() {
         sip.dialogs.remove_dialog(&dialog.id());
         return;
     }
@@ -123,8 +147,13 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
         remote,
         rtp: Some(rtp),
         our_sdp: String::new(),
+        invite_headers: tx_headers,
+        session: SessionRefresh::new(floor),
+        ringing: reliable.then(|| session::ReliableRinging::start(Instant::now())),
+        prack,
     };
     task.run(control, &mut dialog_news).await;
+    sip.forget_prack(&call_id);
 }
 
 struct InboundCall {
@@ -136,6 +165,13 @@ struct InboundCall {
     /// Taken when media starts.
     rtp: Option<RtpBinding>,
     our_sdp: String,
+    /// The INVITE's headers: what the caller supports and asks of timers.
+    invite_headers: rsipstack::sip::Headers,
+    session: SessionRefresh,
+    /// Retransmissions of a reliable 180, until its PRACK.
+    ringing: Option<session::ReliableRinging>,
+    /// Signalled when that PRACK arrives.
+    prack: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl InboundCall {
@@ -146,10 +182,16 @@ impl InboundCall {
     ) {
         let span = tracing::info_span!("call", id = %self.call.id);
         loop {
-            let deadline = self
-                .state
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
+            let deadline = [
+                self.state.poll_timeout(),
+                self.session.deadline(),
+                self.ringing.as_ref().and_then(|r| r.deadline()),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std);
+            let prack = self.prack.clone();
             let actions = tokio::select! {
                 request = control.recv() => match request {
                     Some(Control::Answer { client, reply }) => {
@@ -178,17 +220,36 @@ impl InboundCall {
                     Some(Control::Shutdown) | None => self.input(Input::Shutdown),
                 },
                 news = dialog_news.recv() => match news {
-                    Some(state) => match requests::handle(state, &self.our_sdp).await {
+                    Some(state) => match requests::handle(state, &self.our_sdp, self.sip.board.config.min_se).await {
                         DialogNews::Terminated(TerminatedReason::UacCancel) => self.input(Input::RemoteCancel),
                         DialogNews::Terminated(reason) => {
                             tracing::debug!(?reason, "dialog terminated");
                             self.input(Input::RemoteBye)
                         }
+                        DialogNews::Confirmed => self.input(Input::Acked),
+                        DialogNews::Refreshed(answer) => {
+                            self.session.on_remote_refresh(Instant::now(), &answer);
+                            continue;
+                        }
                         DialogNews::Provisional(_) | DialogNews::Nothing => continue,
                     },
                     None => self.input(Input::RemoteBye),
                 },
-                _ = crate::call::handle::sleep_until(deadline) => self.state.handle_timeout(Instant::now()),
+                _ = async { prack.as_ref().unwrap().notified().await }, if prack.is_some() => {
+                    tracing::debug!("PRACK received");
+                    self.prack = None;
+                    if let Some(r) = self.ringing.as_mut() {
+                        r.stop();
+                    }
+                    continue;
+                }
+                result = self.session.refreshed(), if self.session.is_pending() => {
+                    match self.session.on_refreshed(Instant::now(), result) {
+                        Some(input) => self.input(input),
+                        None => continue,
+                    }
+                }
+                _ = crate::call::handle::sleep_until(deadline) => self.on_timers(Instant::now()),
             };
             self.call.set_phase(self.state.phase());
             self.call.set_sip_status(self.state.sip_status());
@@ -205,6 +266,23 @@ impl InboundCall {
         self.state.handle_input(input).unwrap_or_default()
     }
 
+    /// Whatever of the ring timeout, the session timer and the reliable
+    /// 180's retransmission is due.
+    fn on_timers(&mut self, now: Instant) -> Vec<Action> {
+        if let Some(r) = self.ringing.as_mut() {
+            if r.on_due(now) && self.state.phase() == crate::call::state::Phase::Offered {
+                let _ = self
+                    .dialog
+                    .ringing(Some(session::ReliableRinging::headers()), None);
+            }
+        }
+        let mut actions = self.state.handle_timeout(now);
+        if let Some(input) = self.session.on_due(now, &self.dialog, &self.our_sdp) {
+            actions.extend(self.input(input));
+        }
+        actions
+    }
+
     /// Carries out one action; true when the call is finished.
     async fn act(&mut self, action: Action) -> bool {
         let board = &self.sip.board;
@@ -218,15 +296,31 @@ impl InboundCall {
                 let session_id = rtp_port as u64;
                 self.our_sdp =
                     sdp::answer(session_id, board.advertised_ip(), rtp_port, &self.remote);
-                let content_type = Header::ContentType("application/sdp".into());
-                if let Err(e) = self.dialog.accept(
-                    Some(vec![content_type]),
-                    Some(self.our_sdp.clone().into_bytes()),
-                ) {
+                let answer = session::answer_request(
+                    Instant::now(),
+                    &self.invite_headers,
+                    board.config.min_se,
+                );
+                let mut headers = vec![Header::ContentType("application/sdp".into())];
+                headers.extend(session::capability_headers());
+                headers.extend(session::answer_headers(&answer));
+                if let Answer::Timer { timer, .. } = answer {
+                    self.session.set(Some(timer));
+                }
+                if let Some(r) = self.ringing.as_mut() {
+                    r.stop();
+                }
+                if let Err(e) = self
+                    .dialog
+                    .accept(Some(headers), Some(self.our_sdp.clone().into_bytes()))
+                {
                     tracing::warn!(error = %e, "could not send 200 OK");
                 }
             }
             Action::SendReject(status) => {
+                if let Some(r) = self.ringing.as_mut() {
+                    r.stop();
+                }
                 let _ = self.dialog.reject(Some(StatusCode::from(status)), None);
             }
             Action::SendBye => {

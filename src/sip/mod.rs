@@ -8,6 +8,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod register;
 mod requests;
+pub mod session;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub enum SipError {
 pub struct SipEndpoint {
     pub(crate) board: Arc<Switchboard>,
     pub(crate) dialogs: Arc<DialogLayer>,
+    /// Incoming calls waiting for the PRACK of a reliable 180, by Call-ID.
+    pracks: dashmap::DashMap<String, Arc<tokio::sync::Notify>>,
     local: SocketAddr,
     /// Our Contact: the advertised address and the bound port.
     pub(crate) contact: Uri,
@@ -82,6 +85,7 @@ impl SipEndpoint {
         let sip = Arc::new(SipEndpoint {
             board,
             dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
+            pracks: Default::default(),
             local,
             contact,
         });
@@ -92,6 +96,17 @@ impl SipEndpoint {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// A notification for the PRACK of call `call_id`'s reliable 180.
+    pub(crate) fn expect_prack(&self, call_id: &str) -> Arc<tokio::sync::Notify> {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        self.pracks.insert(call_id.to_string(), notify.clone());
+        notify
+    }
+
+    pub(crate) fn forget_prack(&self, call_id: &str) {
+        self.pracks.remove(call_id);
     }
 }
 
@@ -108,6 +123,28 @@ async fn route(sip: Arc<SipEndpoint>, mut incoming: TransactionReceiver) {
                 .reply_with(StatusCode::from(invalid.status), vec![warning], None)
                 .await;
             continue;
+        }
+        let method = tx.original.method;
+        if !matches!(method, Method::Ack | Method::Cancel) {
+            let unknown = session::unsupported(&tx.original);
+            if !unknown.is_empty() {
+                tracing::info!(%method, unsupported = ?unknown, "refusing a request that requires unknown extensions (420)");
+                let unsupported = Header::Unsupported(unknown.join(", ").into());
+                let _ = tx
+                    .reply_with(StatusCode::BadExtension, vec![unsupported], None)
+                    .await;
+                continue;
+            }
+        }
+        if method == Method::PRack {
+            let call_id = tx
+                .original
+                .call_id_header()
+                .ok()
+                .map(|h| h.value().to_string());
+            if let Some(notify) = call_id.and_then(|id| sip.pracks.get(&id).map(|n| n.clone())) {
+                notify.notify_one();
+            }
         }
         if let Some(mut dialog) = sip.dialogs.match_dialog(&tx) {
             tokio::spawn(async move {
@@ -126,8 +163,10 @@ async fn route(sip: Arc<SipEndpoint>, mut incoming: TransactionReceiver) {
         match tx.original.method {
             Method::Invite if !has_to_tag => inbound::spawn(sip.clone(), tx),
             Method::Options => {
-                let allow = Header::Allow("INVITE, ACK, CANCEL, BYE, OPTIONS".into());
-                let _ = tx.reply_with(StatusCode::OK, vec![allow], None).await;
+                // PBXs qualify a peer with these.
+                let mut headers = session::capability_headers();
+                headers.push(Header::Accept(session::ACCEPT.into()));
+                let _ = tx.reply_with(StatusCode::OK, headers, None).await;
             }
             Method::Invite | Method::Bye => {
                 let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;

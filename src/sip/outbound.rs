@@ -12,16 +12,22 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::requests::{self, DialogNews};
+use super::session::{self, SessionRefresh};
 use super::SipEndpoint;
 use crate::accounts::AccountConfig;
+use crate::call::session_timer::SessionTimer;
 use crate::call::state::{Action, CallState, Direction, Input};
 use crate::call::{Call, CallId, Control, Script};
 use crate::client::ClientHandle;
 use crate::config::SipTransport;
 use crate::media::sdp;
+use crate::media::sdp::RemoteMedia;
 use crate::media::session::RtpBinding;
 use crate::switchboard::{DialError, Dialer};
 use crate::wire::ProtocolError;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::Header;
+use std::time::Instant;
 
 impl Dialer for SipEndpoint {
     fn dial(
@@ -61,6 +67,9 @@ impl Dialer for SipEndpoint {
             call: call.clone(),
             dialog: None,
             state: CallState::outbound(),
+            session: SessionRefresh::new(board.config.min_se),
+            session_expires: board.config.session_expires,
+            retried: false,
             rtp: Some(rtp),
             our_sdp,
         };
@@ -70,6 +79,7 @@ impl Dialer for SipEndpoint {
 }
 
 /// How one outgoing call is placed: to whom, as whom, through where.
+#[derive(Clone)]
 struct Plan {
     callee: Uri,
     caller: Uri,
@@ -180,6 +190,11 @@ struct OutboundCall {
     /// Once the INVITE is sent.
     dialog: Option<InviteDialog>,
     state: CallState,
+    session: SessionRefresh,
+    /// The session interval our INVITE asks for.
+    session_expires: u32,
+    /// Whether the INVITE was already sent again after a 422.
+    retried: bool,
     rtp: Option<RtpBinding>,
     our_sdp: String,
 }
@@ -215,6 +230,8 @@ impl OutboundCall {
             offer: Some(self.our_sdp.clone().into_bytes()),
             // Our own id, so SIP traces and logs name the call the same way.
             call_id: Some(format!("{}@{}", self.call.id, self.board.advertised_ip())),
+            // Supported: 100rel (rsipstack PRACKs reliable 18x) and timer.
+            headers: Some(self.invite_headers()),
             ..Default::default()
         };
         let (state_tx, dialog_news) = self.dialogs.new_dialog_state_channel();
@@ -229,30 +246,55 @@ impl OutboundCall {
         Ok((dialog_news, invite))
     }
 
+    /// What our INVITE says of the extensions: what we support, and the
+    /// session interval we ask for.
+    fn invite_headers(&self) -> Vec<Header> {
+        let mut headers = session::capability_headers();
+        headers.push(Header::SessionExpires(
+            self.session_expires.to_string().into(),
+        ));
+        headers.push(Header::MinSE(self.board.config.min_se.to_string().into()));
+        headers
+    }
+
     async fn run(mut self, mut control: mpsc::Receiver<Control>, plan: Plan) {
         let span = tracing::info_span!("call", id = %self.call.id);
-        let (mut dialog_news, invite) = match self.invite(plan).instrument(span.clone()).await {
-            Ok(started) => started,
-            Err((status, reason)) => {
-                let _enter = span.enter();
-                let actions = self.input(Input::Failed { status, reason });
-                self.call.set_phase(self.state.phase());
-                self.call.set_sip_status(self.state.sip_status());
-                for action in actions {
-                    if let Action::Notify(notice) = &action {
-                        tracing::info!(?notice, "call event");
-                        self.board.notify(&self.call, notice);
-                    }
-                    if let Action::Finish(cause) = &action {
-                        self.board.finish(&self.call, cause);
-                    }
+        let (mut dialog_news, invite) =
+            match self.invite(plan.clone()).instrument(span.clone()).await {
+                Ok(started) => started,
+                Err((status, reason)) => {
+                    let actions = self.input(Input::Failed { status, reason });
+                    self.carry_out(actions, &span, None).await;
+                    return;
                 }
-                return;
-            }
-        };
+            };
         let mut invite = Some(invite);
         let mut remote = None;
+        // Set by a 422: the INVITE is sent again once, asking for this interval.
+        let mut retry_with: Option<u32> = None;
         loop {
+            if let Some(interval) = retry_with.take() {
+                tracing::info!(
+                    interval,
+                    "422: sending the INVITE again with the interval asked for"
+                );
+                self.retried = true;
+                self.session_expires = interval;
+                match self.invite(plan.clone()).await {
+                    Ok((news, started)) => {
+                        dialog_news = news;
+                        invite = Some(started);
+                    }
+                    Err((status, reason)) => {
+                        let actions = self.input(Input::Failed { status, reason });
+                        if self.carry_out(actions, &span, remote.as_ref()).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let deadline = self.session.deadline().map(tokio::time::Instant::from_std);
             let actions = tokio::select! {
                 request = control.recv() => match request {
                     Some(Control::Answer { reply, .. }) => {
@@ -276,6 +318,8 @@ impl OutboundCall {
                                         self.our_sdp = sdp::answer(port as u64, self.board.advertised_ip(), port, &r);
                                     }
                                     remote = Some(r);
+                                    let answered = session::response_session_expires(&resp);
+                                    self.session.set(SessionTimer::accepted(Instant::now(), answered, self.board.config.min_se));
                                     Input::Accepted
                                 }
                                 Err(e) => {
@@ -286,6 +330,12 @@ impl OutboundCall {
                                     Input::Failed { status: 488, reason: "Not Acceptable Here".into() }
                                 }
                             }
+                        }
+                        Ok(Ok((_, Some(resp)))) if resp.status_code.code() == 422 && !self.retried => {
+                            let floor = self.board.config.min_se;
+                            let min = resp.header_value("Min-SE").and_then(|v| v.parse().ok()).unwrap_or(floor);
+                            retry_with = Some(min.max(floor).max(self.session_expires));
+                            continue;
                         }
                         Ok(Ok((_, Some(resp)))) => Input::Failed {
                             status: resp.status_code.code(),
@@ -301,60 +351,93 @@ impl OutboundCall {
                     self.input(input)
                 },
                 news = dialog_news.recv() => match news {
-                    Some(state) => match requests::handle(state, &self.our_sdp).await {
+                    Some(state) => match requests::handle(state, &self.our_sdp, self.board.config.min_se).await {
                         DialogNews::Provisional(code) => self.input(Input::Provisional(code)),
                         DialogNews::Terminated(TerminatedReason::UasBye) => self.input(Input::RemoteBye),
                         // Other endings are reported by the INVITE's result.
                         DialogNews::Terminated(_) if invite.is_some() => continue,
                         DialogNews::Terminated(_) => self.input(Input::RemoteBye),
-                        DialogNews::Nothing => continue,
+                        DialogNews::Refreshed(answer) => {
+                            self.session.on_remote_refresh(Instant::now(), &answer);
+                            continue;
+                        }
+                        DialogNews::Confirmed | DialogNews::Nothing => continue,
                     },
                     None if invite.is_some() => continue,
                     None => self.input(Input::RemoteBye),
                 },
-            };
-            self.call.set_phase(self.state.phase());
-            self.call.set_sip_status(self.state.sip_status());
-            let _enter = span.enter();
-            for action in actions {
-                match action {
-                    Action::SendCancel => {
-                        if let Some(dialog) = &self.dialog {
-                            if let Err(e) = dialog.cancel().await {
-                                tracing::debug!(error = %e, "CANCEL failed");
-                            }
-                        }
+                result = self.session.refreshed(), if self.session.is_pending() => {
+                    match self.session.on_refreshed(Instant::now(), result) {
+                        Some(input) => self.input(input),
+                        None => continue,
                     }
-                    Action::SendBye => {
-                        if let Some(dialog) = &self.dialog {
-                            if let Err(e) = dialog.bye().await {
-                                tracing::debug!(error = %e, "BYE failed");
-                            }
-                        }
-                    }
-                    Action::StartMedia => {
-                        if let (Some(rtp), Some(owner), Some(remote)) =
-                            (self.rtp.take(), self.call.owner(), remote.as_ref())
-                        {
-                            self.board.start_media(&self.call, rtp, remote, owner);
-                        }
-                    }
-                    Action::Notify(notice) => {
-                        tracing::info!(?notice, "call event");
-                        self.board.notify(&self.call, &notice);
-                    }
-                    Action::Finish(cause) => {
-                        tracing::info!(?cause, "call ended");
-                        self.board.finish(&self.call, &cause);
-                        if let Some(dialog) = &self.dialog {
-                            self.dialogs.remove_dialog(&dialog.id());
-                        }
-                        return;
-                    }
-                    Action::SendOk | Action::SendReject(_) => {}
                 }
+                _ = crate::call::handle::sleep_until(deadline) => {
+                    let due = match &self.dialog {
+                        Some(dialog) => self.session.on_due(Instant::now(), dialog, &self.our_sdp),
+                        None => None,
+                    };
+                    match due {
+                        Some(input) => self.input(input),
+                        None => continue,
+                    }
+                }
+            };
+            if self.carry_out(actions, &span, remote.as_ref()).await {
+                return;
             }
         }
+    }
+
+    /// Carries out the state machine's actions; true when the call is finished.
+    async fn carry_out(
+        &mut self,
+        actions: Vec<Action>,
+        span: &tracing::Span,
+        remote: Option<&RemoteMedia>,
+    ) -> bool {
+        self.call.set_phase(self.state.phase());
+        self.call.set_sip_status(self.state.sip_status());
+        let _enter = span.enter();
+        for action in actions {
+            match action {
+                Action::SendCancel => {
+                    if let Some(dialog) = &self.dialog {
+                        if let Err(e) = dialog.cancel().await {
+                            tracing::debug!(error = %e, "CANCEL failed");
+                        }
+                    }
+                }
+                Action::SendBye => {
+                    if let Some(dialog) = &self.dialog {
+                        if let Err(e) = dialog.bye().await {
+                            tracing::debug!(error = %e, "BYE failed");
+                        }
+                    }
+                }
+                Action::StartMedia => {
+                    if let (Some(rtp), Some(owner), Some(remote)) =
+                        (self.rtp.take(), self.call.owner(), remote)
+                    {
+                        self.board.start_media(&self.call, rtp, remote, owner);
+                    }
+                }
+                Action::Notify(notice) => {
+                    tracing::info!(?notice, "call event");
+                    self.board.notify(&self.call, &notice);
+                }
+                Action::Finish(cause) => {
+                    tracing::info!(?cause, "call ended");
+                    self.board.finish(&self.call, &cause);
+                    if let Some(dialog) = &self.dialog {
+                        self.dialogs.remove_dialog(&dialog.id());
+                    }
+                    return true;
+                }
+                Action::SendOk | Action::SendReject(_) => {}
+            }
+        }
+        false
     }
 
     fn input(&mut self, input: Input) -> Vec<Action> {

@@ -216,6 +216,10 @@ impl Switchboard {
             EndCause::Remote => ("remote", "the far end hung up"),
             EndCause::Timeout => ("timeout", "no answer in time"),
             EndCause::Shutdown => ("shutdown", "siprelay shut down"),
+            EndCause::SessionExpired => (
+                "session-expired",
+                "the session timer ran out: refreshes stopped",
+            ),
         };
         recorder.close(
             key,

@@ -355,6 +355,18 @@ impl Switchboard {
     /// inbound call has one, everyone it was offered to (less the client that
     /// just acted, which learns the outcome from its own command).
     pub fn notify(&self, call: &Arc<Call>, notice: &Notice) {
+        if let Notice::Taken = notice {
+            // Only the other clients it was offered to need to know now;
+            // everyone hears CALL_ANS once the caller has ACKed.
+            let withdrawn = Event::RingIgnore {
+                call: call.id.as_str(),
+            };
+            let owner = call.owner_id();
+            for c in call.offered_to().iter().filter(|c| Some(c.id) != owner) {
+                c.send_event(&withdrawn);
+            }
+            return;
+        }
         self.events.publish(|| CallEvent::from_notice(call, notice));
         if *notice == Notice::Connected {
             let setup = call.created.elapsed().unwrap_or_default();
@@ -381,6 +393,7 @@ impl Switchboard {
                 call: id,
             },
             Notice::Bye => Event::Bye { call: id },
+            Notice::Taken => return,
         };
         match (call.direction, notice, call.owner()) {
             (Direction::Inbound, Notice::OfferWithdrawn, owner) => {
@@ -388,14 +401,6 @@ impl Switchboard {
                     if owner.as_ref().is_none_or(|o| o.id != c.id) {
                         c.send_event(&event);
                     }
-                }
-            }
-            (Direction::Inbound, Notice::Connected, Some(owner)) => {
-                owner.send_event(&event);
-                // The offer is no longer open to the others.
-                let withdrawn = Event::RingIgnore { call: id };
-                for c in call.offered_to().iter().filter(|c| c.id != owner.id) {
-                    c.send_event(&withdrawn);
                 }
             }
             (_, _, Some(owner)) => owner.send_event(&event),

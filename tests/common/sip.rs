@@ -278,6 +278,17 @@ impl SipPeer {
     /// Sends an INVITE to `user` at the daemon with an SDP offer of `formats`
     /// (`None`: no body).
     pub async fn invite(&self, from_user: &str, to_user: &str, formats: Option<&str>) -> Dialog {
+        self.invite_with(from_user, to_user, formats, "").await
+    }
+
+    /// [`SipPeer::invite`] with `extra` header lines (each ending in CRLF).
+    pub async fn invite_with(
+        &self,
+        from_user: &str,
+        to_user: &str,
+        formats: Option<&str>,
+        extra: &str,
+    ) -> Dialog {
         let d = Dialog {
             call_id: unique("call-"),
             local_tag: unique("tag"),
@@ -294,7 +305,7 @@ impl SipPeer {
         let msg = format!(
             "INVITE {ruri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: \"Test Caller\" <{from}>;tag={tag}\r\n\
              To: <{to}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:{from_user}@{me}>\r\n\
-             Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{body}",
+             {extra}Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{body}",
             ruri = d.remote_uri,
             via = self.via(&d.invite_branch),
             from = d.local_uri,
@@ -379,6 +390,17 @@ impl SipPeer {
     /// Sends a request inside dialog `d` (a new CSeq, except for ACK, which
     /// acknowledges the last INVITE), with an SDP body if given.
     pub async fn send_in_dialog(&self, d: &mut Dialog, method: &str, sdp: Option<&str>) {
+        self.send_in_dialog_with(d, method, "", sdp).await
+    }
+
+    /// [`SipPeer::send_in_dialog`] with `extra` header lines (each ending in CRLF).
+    pub async fn send_in_dialog_with(
+        &self,
+        d: &mut Dialog,
+        method: &str,
+        extra: &str,
+        sdp: Option<&str>,
+    ) {
         if method != "ACK" {
             d.cseq += 1;
         }
@@ -391,7 +413,7 @@ impl SipPeer {
         let msg = format!(
             "{method} {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag={ltag}\r\n\
              To: <{to}>;tag={rtag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:peer@{me}>\r\n\
-             {content_type}Content-Length: {len}\r\n\r\n{body}",
+             {extra}{content_type}Content-Length: {len}\r\n\r\n{body}",
             target = d.remote_target,
             via = self.via(&unique("z9hG4bK")),
             from = d.local_uri,
