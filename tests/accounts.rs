@@ -265,3 +265,88 @@ fn no_log_line_or_printed_config_carries_the_password() {
     let leaks: Vec<_> = log.iter().filter(|l| l.contains(PASSWORD)).collect();
     assert!(leaks.is_empty(), "{leaks:?}");
 }
+
+/// A registrar over TCP that challenges, then grants `expires`; every
+/// REGISTER it answers is reported.
+async fn tcp_registrar(
+    listener: tokio::net::TcpListener,
+    expires: u32,
+    seen: tokio::sync::mpsc::UnboundedSender<u16>,
+) {
+    use common::registrar::{digest_ok, response, REALM};
+    let nonce = "tcp-nonce-1";
+    // Aborting the registrar drops this set, which closes its connections.
+    let mut connections = tokio::task::JoinSet::new();
+    while let Ok((stream, from)) = listener.accept().await {
+        let seen = seen.clone();
+        connections.spawn(async move {
+            let mut sip = common::stream::StreamSip::new(stream);
+            while let Some(msg) = sip.recv(Duration::from_secs(60)).await {
+                if msg.method() != Some("REGISTER") {
+                    continue;
+                }
+                let authorized = msg
+                    .header("Authorization")
+                    .is_some_and(|h| digest_ok(h, "REGISTER", "2000", PASSWORD, nonce));
+                let (status, text) = if authorized {
+                    let contact = msg.header("Contact").unwrap_or_default();
+                    let contact = contact.split(";expires").next().unwrap_or_default();
+                    (200, response(&msg, from, "200 OK", &format!("Contact: {contact};expires={expires}\r\n")))
+                } else {
+                    let challenge = format!("WWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=MD5\r\n");
+                    (401, response(&msg, from, "401 Unauthorized", &challenge))
+                };
+                sip.send(&text).await;
+                let _ = seen.send(status);
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn over_tcp_a_registrar_that_restarts_is_registered_with_again() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let registrar = tokio::spawn(tcp_registrar(listener, 2, tx.clone()));
+
+    let mut a = AccountConfig {
+        registrar: Some(addr.to_string().parse().unwrap()),
+        transport: siprelay::config::SipTransport::Tcp,
+        ..account(&Registrar::start("x", "y", Mode::Silent).await, PASSWORD)
+    };
+    a.expires = 60;
+    let daemon = start_with(config(vec![a])).await;
+    async fn next(seen: &mut tokio::sync::mpsc::UnboundedReceiver<u16>) -> Option<u16> {
+        tokio::time::timeout(Duration::from_secs(10), seen.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+    assert_eq!(next(&mut seen).await, Some(401));
+    assert_eq!(next(&mut seen).await, Some(200));
+    let state = account_state(daemon.http_addr).await;
+    assert_eq!(state["state"], "registered", "{state}");
+
+    // The registrar goes away (its connections with it) while the 2 s
+    // grant runs out, and comes back on the same port a moment later:
+    // the refresh reaches it, challenge and all, and the account stays
+    // registered.
+    registrar.abort();
+    let _ = registrar.await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let _registrar = tokio::spawn(tcp_registrar(listener, 2, tx));
+    assert_eq!(
+        next(&mut seen).await,
+        Some(401),
+        "a new connection, a new challenge"
+    );
+    assert_eq!(next(&mut seen).await, Some(200));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while account_state(daemon.http_addr).await["state"] != "registered" {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.shutdown().await;
+}

@@ -57,6 +57,9 @@ pub struct Settings {
     /// PEM private key for SIP over TLS.
     #[arg(long, env = "TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates outgoing SIP over TLS trusts [default: the system's bundle].
+    #[arg(long, env = "TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// Address written into SDP and Contact [default: the SIP listen IP; required on 0.0.0.0].
     #[arg(long, env = "ADVERTISED_IP", value_name = "IP")]
     pub advertised_ip: Option<IpAddr>,
@@ -176,6 +179,8 @@ pub struct Config {
     pub sip_listen: SocketAddr,
     pub sip_listen_tcp: Option<SocketAddr>,
     pub sip_listen_tls: Option<TlsListen>,
+    /// CA certificates for outgoing TLS; None: the system's bundle.
+    pub tls_ca: Option<PathBuf>,
     pub advertised_ip: IpAddr,
     pub http_listen: SocketAddr,
     pub rtp_ports: (u16, u16),
@@ -238,6 +243,7 @@ impl Default for Config {
             sip_listen: "127.0.0.1:5060".parse().unwrap(),
             sip_listen_tcp: None,
             sip_listen_tls: None,
+            tls_ca: None,
             advertised_ip: "127.0.0.1".parse().unwrap(),
             http_listen: "127.0.0.1:8080".parse().unwrap(),
             rtp_ports: (20000, 29999),
@@ -417,6 +423,7 @@ impl Config {
             sip_listen,
             sip_listen_tcp: s.sip_listen_tcp,
             sip_listen_tls,
+            tls_ca: s.tls_ca,
             advertised_ip,
             http_listen: s.http_listen.unwrap_or(defaults.http_listen),
             rtp_ports: s

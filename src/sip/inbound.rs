@@ -77,14 +77,15 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
     }
 
     let (state_tx, mut dialog_news) = sip.dialogs.new_dialog_state_channel();
-    // On an account, our Contact carries its user, as the one registered.
-    let contact = account
+    // On the transport the INVITE came over; on an account, with its
+    // user, as the Contact registered.
+    let transport = tx
+        .connection
         .as_ref()
-        .and_then(|a| {
-            let text = format!("sip:{}@{}", a.username, sip.contact.host_with_port);
-            rsipstack::sip::Uri::try_from(text.as_str()).ok()
-        })
-        .unwrap_or_else(|| sip.contact.clone());
+        .and_then(|c| c.get_addr().r#type)
+        .unwrap_or(rsipstack::sip::Transport::Udp);
+    let user = account.as_ref().map_or("siprelay", |a| a.username.as_str());
+    let contact = sip.contact_for(transport, user);
     let dialog = match sip
         .dialogs
         .get_or_create_server_invite(&tx, state_tx, None, Some(contact))

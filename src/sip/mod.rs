@@ -9,6 +9,7 @@ pub mod outbound;
 pub mod register;
 mod requests;
 pub mod session;
+pub mod transports;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -18,7 +19,6 @@ use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::{Header, Method, StatusCode, Uri};
 use rsipstack::transaction::TransactionReceiver;
-use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use rsipstack::EndpointBuilder;
 use tokio_util::sync::CancellationToken;
@@ -30,12 +30,22 @@ pub enum SipError {
     #[error("cannot bind SIP on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
-        source: rsipstack::Error,
+        source: Box<rsipstack::Error>,
     },
+    #[error("cannot listen for SIP on {addr}: {why}")]
+    Listen { addr: SocketAddr, why: String },
+    #[error("SIP over TLS: {0}")]
+    Tls(String),
     #[error("cannot build the Contact URI: {0}")]
     Contact(String),
     #[error("SIP endpoint: {0}")]
-    Stack(#[from] rsipstack::Error),
+    Stack(Box<rsipstack::Error>),
+}
+
+impl From<rsipstack::Error> for SipError {
+    fn from(e: rsipstack::Error) -> Self {
+        SipError::Stack(Box::new(e))
+    }
 }
 
 pub struct SipEndpoint {
@@ -43,27 +53,21 @@ pub struct SipEndpoint {
     pub(crate) dialogs: Arc<DialogLayer>,
     /// Incoming calls waiting for the PRACK of a reliable 180, by Call-ID.
     pracks: dashmap::DashMap<String, Arc<tokio::sync::Notify>>,
-    local: SocketAddr,
-    /// Our Contact: the advertised address and the bound port.
+    listening: transports::Listening,
+    /// Our Contact: the advertised address and the bound UDP port.
     pub(crate) contact: Uri,
 }
 
 impl SipEndpoint {
-    /// Binds the UDP transport and starts serving until `shutdown`.
+    /// Binds the configured transports and starts serving until `shutdown`.
     pub async fn start(
         board: Arc<Switchboard>,
         shutdown: CancellationToken,
     ) -> Result<Arc<SipEndpoint>, SipError> {
-        let bind = board.config.sip_listen;
+        transports::install_crypto_provider();
         let advertised = board.advertised_ip();
-        let external = (advertised != bind.ip() && bind.port() != 0)
-            .then(|| SocketAddr::new(advertised, bind.port()));
         let transport = TransportLayer::new(shutdown.child_token());
-        let udp = UdpConnection::create_connection(bind, external, Some(shutdown.child_token()))
-            .await
-            .map_err(|source| SipError::Bind { addr: bind, source })?;
-        let local = udp.get_addr().get_socketaddr()?;
-        transport.add_transport(udp.into());
+        let listening = transports::bind_all(&board.config, &transport, &shutdown).await?;
 
         let mut builder = EndpointBuilder::new();
         builder
@@ -78,24 +82,50 @@ impl SipEndpoint {
                 tracing::error!(error = %e, "SIP endpoint stopped");
             }
         });
+        for addr in [listening.tcp, listening.tls].into_iter().flatten() {
+            transports::wait_listening(addr).await?;
+        }
         let contact = Uri::try_from(
-            format!("sip:siprelay@{}", SocketAddr::new(advertised, local.port())).as_str(),
+            format!(
+                "sip:siprelay@{}",
+                SocketAddr::new(advertised, listening.udp.port())
+            )
+            .as_str(),
         )
         .map_err(|e| SipError::Contact(e.to_string()))?;
         let sip = Arc::new(SipEndpoint {
             board,
             dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
             pracks: Default::default(),
-            local,
+            listening,
             contact,
         });
         tokio::spawn(route(sip.clone(), incoming));
-        tracing::info!(%local, "SIP listening on UDP");
+        tracing::info!(udp = %listening.udp, tcp = ?listening.tcp, tls = ?listening.tls, "SIP listening");
         Ok(sip)
     }
 
+    /// The UDP address SIP listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.listening.udp
+    }
+
+    /// Every address SIP listens on.
+    pub fn listening(&self) -> transports::Listening {
+        self.listening
+    }
+
+    /// Our Contact for a dialog carried by `transport`, with `user`.
+    pub(crate) fn contact_for(&self, transport: rsipstack::sip::Transport, user: &str) -> Uri {
+        use rsipstack::sip::Transport;
+        let ip = self.board.advertised_ip();
+        let (scheme, port, param) = match (transport, self.listening.tcp, self.listening.tls) {
+            (Transport::Tcp, Some(tcp), _) => ("sip", tcp.port(), ";transport=tcp"),
+            (Transport::Tls, _, Some(tls)) => ("sips", tls.port(), ";transport=tls"),
+            _ => ("sip", self.listening.udp.port(), ""),
+        };
+        let text = format!("{scheme}:{user}@{}{param}", SocketAddr::new(ip, port));
+        Uri::try_from(text.as_str()).unwrap_or_else(|_| self.contact.clone())
     }
 
     /// A notification for the PRACK of call `call_id`'s reliable 180.

@@ -171,6 +171,24 @@ fn parse_uri(text: &str) -> Result<Uri, ProtocolError> {
     Uri::try_from(text).map_err(|e| ProtocolError::bad_request(format!("bad SIP URI: {e}")))
 }
 
+/// Where a URI dialled directly goes, when rsipstack would not know: a
+/// `sips:` URI without `;transport=` means TLS, by default on port 5061.
+fn direct_destination(callee: &Uri) -> Option<SipAddr> {
+    use rsipstack::sip::uri::ParamsExt;
+    let sips = callee.scheme == Some(rsipstack::sip::Scheme::Sips);
+    if !sips || callee.transport().is_some() {
+        return None;
+    }
+    let mut addr = callee.host_with_port.clone();
+    if addr.port.is_none() {
+        addr.port = Some(5061.into());
+    }
+    Some(SipAddr {
+        r#type: Some(Transport::Tls),
+        addr,
+    })
+}
+
 /// Where an account's requests go, as rsipstack addresses them.
 async fn destination(account: &AccountConfig) -> Result<SipAddr, String> {
     let hop = super::register::next_hop(account).await?;
@@ -218,7 +236,7 @@ impl OutboundCall {
                     .await
                     .map_err(|e| (503, format!("Service Unavailable ({e})")))?,
             ),
-            None => None,
+            None => direct_destination(&plan.callee),
         };
         let option = InviteOption {
             caller: plan.caller,

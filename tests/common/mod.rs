@@ -6,6 +6,7 @@ pub mod audio;
 pub mod http;
 pub mod registrar;
 pub mod sip;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};

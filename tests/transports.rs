@@ -1,0 +1,289 @@
+//! SIP over TCP and TLS end to end: calls in and out over each, with the
+//! test's own SIP peer on a stream (RFC 3261 section 18), a certificate made
+//! in the test, and a bad certificate or key stopping the start.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::audio;
+use common::sip::{sdp_media, sdp_offer, SipPeer};
+use common::stream::StreamSip;
+use common::{call_id_of, rtp_range, start_with, WsClient};
+use siprelay::config::{Config, TlsListen};
+use siprelay::daemon::Daemon;
+use tokio::net::{TcpListener, TcpStream};
+
+struct Certificate {
+    cert: PathBuf,
+    key: PathBuf,
+    der: rustls::pki_types::CertificateDer<'static>,
+    key_pem: String,
+    cert_pem: String,
+}
+
+/// A self-signed certificate for 127.0.0.1, written to a temporary directory.
+fn certificate(name: &str) -> Certificate {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("siprelay-tls-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let cert_pem = made.cert.pem();
+    let key_pem = made.signing_key.serialize_pem();
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, &key_pem).unwrap();
+    Certificate {
+        cert,
+        key,
+        der: made.cert.der().clone(),
+        key_pem,
+        cert_pem,
+    }
+}
+
+fn config(tls: Option<&Certificate>) -> Config {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = Config::loopback(rtp_range(4));
+    config.sip_listen_tcp = Some("127.0.0.1:0".parse().unwrap());
+    if let Some(c) = tls {
+        config.sip_listen_tls = Some(TlsListen {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+        });
+        // Outgoing TLS trusts the test's own certificate.
+        config.tls_ca = Some(c.cert.clone());
+    }
+    config
+}
+
+fn tls_client(c: &Certificate) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(c.der.clone()).unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+fn tls_server(c: &Certificate) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    let chain = vec![c.der.clone()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// The INVITE a stream peer at `me` sends to user 2000 at `daemon`.
+fn invite(
+    transport: &str,
+    scheme: &str,
+    me: SocketAddr,
+    daemon: SocketAddr,
+    rtp: SocketAddr,
+) -> String {
+    let body = sdp_offer(rtp, "0");
+    let param = transport.to_ascii_lowercase();
+    format!(
+        "INVITE {scheme}:2000@{daemon};transport={param} SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {me};branch=z9hG4bK-{param}-1;rport\r\nMax-Forwards: 70\r\n\
+         From: <{scheme}:1001@{me}>;tag=s1\r\nTo: <{scheme}:2000@{daemon}>\r\nCall-ID: stream-{param}@test\r\n\
+         CSeq: 1 INVITE\r\nContact: <{scheme}:1001@{me};transport={param}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn in_dialog(
+    method: &str,
+    transport: &str,
+    scheme: &str,
+    me: SocketAddr,
+    daemon: SocketAddr,
+    to_tag: &str,
+    cseq: u32,
+) -> String {
+    let param = transport.to_ascii_lowercase();
+    format!(
+        "{method} {scheme}:2000@{daemon};transport={param} SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {me};branch=z9hG4bK-{param}-{cseq}{method};rport\r\nMax-Forwards: 70\r\n\
+         From: <{scheme}:1001@{me}>;tag=s1\r\nTo: <{scheme}:2000@{daemon}>;tag={to_tag}\r\n\
+         Call-ID: stream-{param}@test\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// A call in over `sip`, answered by a client, audio from the caller
+/// heard by the client, hung up by the caller.
+async fn call_in(
+    daemon: &Daemon,
+    mut sip: StreamSip,
+    me: SocketAddr,
+    transport: &str,
+    scheme: &str,
+    to: SocketAddr,
+) {
+    let mut ws = WsClient::connect(daemon).await;
+    let media = SipPeer::new(daemon.sip_addr()).await;
+    sip.send(&invite(transport, scheme, me, to, media.rtp_addr))
+        .await;
+    sip.expect_response("INVITE", 180).await;
+    let id = call_id_of(&ws.expect("RING_ANS:1001##").await);
+    ws.send(&format!("CALL_ANS:{id}")).await;
+    let ok = sip.expect_response("INVITE", 200).await;
+    let contact = ok.header("Contact").unwrap().to_ascii_lowercase();
+    let param = transport.to_ascii_lowercase();
+    assert!(contact.contains(&format!("{scheme}:")), "{contact}");
+    assert!(contact.contains(&format!("transport={param}")), "{contact}");
+    assert!(
+        contact.contains(&format!(":{}", to.port())),
+        "the {transport} listener: {contact}"
+    );
+    let to_tag = ok.to_tag().unwrap();
+    sip.send(&in_dialog("ACK", transport, scheme, me, to, &to_tag, 1))
+        .await;
+    assert_eq!(ws.expect("CALL_ANS:").await, format!("CALL_ANS:{id}"));
+
+    let (rtp, _) = sdp_media(&ok.body);
+    let sender = tokio::spawn(async move {
+        media
+            .send_tone(rtp, 0, &audio::tone(440.0, 160 * 40, 8000.0))
+            .await;
+        media
+    });
+    let heard = ws.record(Duration::from_millis(700)).await;
+    audio::assert_tone(
+        &heard[1600..],
+        440.0,
+        "the caller's tone, over RTP beside SIP on a stream",
+    );
+    let _media = sender.await.unwrap();
+
+    sip.send(&in_dialog("BYE", transport, scheme, me, to, &to_tag, 2))
+        .await;
+    sip.expect_response("BYE", 200).await;
+    assert_eq!(ws.expect("BYE:").await, format!("BYE:{id}"));
+}
+
+/// A call out to a peer that listens on `listener`, turned down with 486.
+async fn call_out(
+    daemon: &Daemon,
+    target: &str,
+    transport: &str,
+    accept: impl std::future::Future<Output = StreamSip>,
+) {
+    let mut ws = WsClient::connect(daemon).await;
+    ws.send(&format!("CALL:{target}")).await;
+    let id = call_id_of(&ws.expect("CALLING:").await);
+    let mut sip = accept.await;
+    let invite = sip.expect_request("INVITE").await;
+    assert!(
+        invite
+            .header("Via")
+            .unwrap()
+            .starts_with(&format!("SIP/2.0/{transport} ")),
+        "{:?}",
+        invite.header("Via")
+    );
+    sip.respond(&invite, "486 Busy Here", "<sip:peer@127.0.0.1>", "")
+        .await;
+    sip.expect_request("ACK").await;
+    assert_eq!(ws.expect("CALL_IGNORE:").await, format!("CALL_IGNORE:{id}"));
+}
+
+#[tokio::test]
+async fn calls_in_and_out_over_tcp() {
+    let daemon = start_with(config(None)).await;
+    let tcp = daemon.sip.listening().tcp.expect("a TCP listener");
+    let stream = TcpStream::connect(tcp).await.unwrap();
+    let me = stream.local_addr().unwrap();
+    call_in(&daemon, StreamSip::new(stream), me, "TCP", "sip", tcp).await;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    let target = format!("sip:1002@{at};transport=tcp");
+    call_out(&daemon, &target, "TCP", async move {
+        StreamSip::new(listener.accept().await.unwrap().0)
+    })
+    .await;
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn calls_in_and_out_over_tls() {
+    let cert = certificate("calls");
+    let daemon = start_with(config(Some(&cert))).await;
+    let tls = daemon.sip.listening().tls.expect("a TLS listener");
+    let tcp = TcpStream::connect(tls).await.unwrap();
+    let me = tcp.local_addr().unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = tls_client(&cert)
+        .connect(name, tcp)
+        .await
+        .expect("siprelay's certificate is accepted");
+    call_in(&daemon, StreamSip::new(stream), me, "TLS", "sips", tls).await;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    let acceptor = tls_server(&cert);
+    call_out(&daemon, &format!("sips:1002@{at}"), "TLS", async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        StreamSip::new(
+            acceptor
+                .accept(tcp)
+                .await
+                .expect("siprelay trusts the peer's certificate"),
+        )
+    })
+    .await;
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_certificate_or_key_stops_the_start() {
+    let good = certificate("good");
+    let other = certificate("other");
+    let dir = good.cert.parent().unwrap().to_path_buf();
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a PEM file\n").unwrap();
+    let mismatched_key = dir.join("other-key.pem");
+    std::fs::write(&mismatched_key, &other.key_pem).unwrap();
+    let _ = &good.cert_pem;
+    for (cert, key, says) in [
+        (garbage.clone(), good.key.clone(), "tls_cert"),
+        (good.cert.clone(), garbage.clone(), "tls_key"),
+        (
+            good.cert.clone(),
+            mismatched_key,
+            "do not make a TLS server",
+        ),
+        (
+            dir.join("missing.pem"),
+            good.key.clone(),
+            "cannot read tls_cert",
+        ),
+    ] {
+        let mut c = config(None);
+        c.sip_listen_tls = Some(TlsListen {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            cert,
+            key,
+        });
+        let e = Daemon::start(c)
+            .await
+            .err()
+            .expect("the start fails")
+            .to_string();
+        assert!(e.contains(says), "{e}");
+    }
+    // The positive control: the good pair starts.
+    let daemon = start_with(config(Some(&good))).await;
+    daemon.shutdown().await;
+}
