@@ -294,9 +294,11 @@ impl Bridge {
                         codec: Codec::PCMU,
                         telephone_event: None,
                         telephone_events: None,
+                        savp: false,
+                        crypto: Vec::new(),
                     };
                     if let (Some(rtp), Some(owner)) = (leg.rtp.take(), leg.call.owner()) {
-                        board.start_media(&leg.call, rtp, &remote, owner);
+                        board.start_media(&leg.call, rtp, &remote, owner, None);
                     }
                 }
                 Action::Notify(notice) => {

@@ -287,3 +287,169 @@ async fn a_bad_certificate_or_key_stops_the_start() {
     let daemon = start_with(config(Some(&good))).await;
     daemon.shutdown().await;
 }
+
+/// An SDP offer on RTP/SAVP with the peer's key.
+fn savp_offer(rtp: SocketAddr, key: &[u8; 30]) -> String {
+    use base64::Engine;
+    let inline = base64::engine::general_purpose::STANDARD.encode(key);
+    format!(
+        "v=0\r\no=peer 1 1 IN IP4 {ip}\r\ns=peer\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/SAVP 0\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{inline}\r\na=sendrecv\r\n",
+        ip = rtp.ip(),
+        port = rtp.port()
+    )
+}
+
+fn invite_with_body(me: SocketAddr, daemon: SocketAddr, call_id: &str, body: &str) -> String {
+    format!(
+        "INVITE sips:2000@{daemon};transport=tls SIP/2.0\r\n\
+         Via: SIP/2.0/TLS {me};branch=z9hG4bK-{call_id};rport\r\nMax-Forwards: 70\r\n\
+         From: <sips:1001@{me}>;tag=s1\r\nTo: <sips:2000@{daemon}>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\nContact: <sips:1001@{me};transport=tls>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn srtp_over_tls_encrypts_both_ways_and_refuses_plain_offers_when_required() {
+    use base64::Engine;
+    use siprelay::media::srtp::{SrtpContext, Suite, MAX_TAG};
+    let cert = certificate("srtp");
+    let mut c = config(Some(&cert));
+    c.srtp = siprelay::config::SrtpMode::Required;
+    let daemon = start_with(c).await;
+    let tls = daemon.sip.listening().tls.unwrap();
+    let connect = || async {
+        let tcp = TcpStream::connect(tls).await.unwrap();
+        let me = tcp.local_addr().unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        (
+            StreamSip::new(tls_client(&cert).connect(name, tcp).await.unwrap()),
+            me,
+        )
+    };
+    let mut ws = WsClient::connect(&daemon).await;
+
+    // Required, and offered plain: 488.
+    let (mut sip, me) = connect().await;
+    let media = SipPeer::new(daemon.sip_addr()).await;
+    sip.send(&invite_with_body(
+        me,
+        tls,
+        "srtp-plain",
+        &sdp_offer(media.rtp_addr, "0"),
+    ))
+    .await;
+    let refused = sip.expect_response("INVITE", 488).await;
+    assert!(refused.header("Warning").unwrap().contains("SRTP"));
+
+    // Offered with a key: answered with ours, and the media is SRTP.
+    let ours: [u8; 30] = std::array::from_fn(|i| (i * 11 + 5) as u8);
+    sip.send(&invite_with_body(
+        me,
+        tls,
+        "srtp-call",
+        &savp_offer(media.rtp_addr, &ours),
+    ))
+    .await;
+    let id = call_id_of(&ws.expect("RING_ANS:").await);
+    ws.send(&format!("CALL_ANS:{id}")).await;
+    let ok = sip.expect_response("INVITE", 200).await;
+    assert!(ok.body.contains("RTP/SAVP"), "{}", ok.body);
+    let crypto = ok
+        .body
+        .lines()
+        .find(|l| l.starts_with("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"))
+        .expect("a key");
+    let theirs: [u8; 30] = {
+        use base64::Engine;
+        let b64 = crypto.rsplit("inline:").next().unwrap().trim();
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
+    let to_tag = ok.to_tag().unwrap();
+    sip.send(
+        &in_dialog("ACK", "TLS", "sips", me, tls, &to_tag, 1)
+            .replace("stream-tls@test", "srtp-call"),
+    )
+    .await;
+    ws.expect("CALL_ANS:").await;
+    let (daemon_rtp, _) = sdp_media(&ok.body);
+
+    // Our tone, protected with our key: the client hears it. A plain
+    // packet sent first is not RTP to this call and is ignored.
+    let mut tx = SrtpContext::new(Suite::AesCm128HmacSha1_80, &ours);
+    let tone = audio::tone(440.0, 160 * 40, 8000.0);
+    let sender = media.rtp.local_addr().unwrap();
+    let rtp_sock = &media.rtp;
+    let mut plain = vec![0x80, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4];
+    plain.extend(std::iter::repeat_n(0x55u8, 160));
+    rtp_sock.send_to(&plain, daemon_rtp).await.unwrap();
+    let send = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for (i, frame) in tone.chunks(160).enumerate() {
+            tick.tick().await;
+            let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0x5E, 0xED, 0, 2];
+            pkt[2..4].copy_from_slice(&(100 + i as u16).to_be_bytes());
+            pkt[4..8].copy_from_slice(&((i * 160) as u32).to_be_bytes());
+            pkt.extend(frame.iter().map(|&s| audio::ulaw_encode(s)));
+            let len = pkt.len();
+            pkt.resize(len + MAX_TAG, 0);
+            let n = tx.protect(&mut pkt, len).unwrap();
+            rtp_sock.send_to(&pkt[..n], daemon_rtp).await.unwrap();
+        }
+    };
+    let (_, heard) = tokio::join!(send, ws.record(Duration::from_millis(800)));
+    audio::assert_tone(&heard[1600..], 440.0, "SRTP from the far end, decrypted");
+    let _ = sender;
+    let view = common::http::get(daemon.http_addr, &format!("/calls/{id}"))
+        .await
+        .json();
+    assert_eq!(
+        view["rtp"]["packets_in"], 40,
+        "the plain packet is not counted as the call's"
+    );
+
+    // What siprelay sends: client audio, encrypted with its key; the raw
+    // payload is no tone, the decrypted one is.
+    let reply = audio::tone(1000.0, 160 * 30, 8000.0);
+    ws.send(&format!(
+        "RTP:{id}##{}",
+        common::B64.encode(audio::to_le_bytes(&reply))
+    ))
+    .await;
+    let mut rx = SrtpContext::new(Suite::AesCm128HmacSha1_80, &theirs);
+    let mut raw_pcm = Vec::new();
+    let mut clear_pcm = Vec::new();
+    let mut buf = [0u8; 2048];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
+    while let Ok(Ok((n, _))) = tokio::time::timeout(
+        deadline.saturating_duration_since(tokio::time::Instant::now()),
+        rtp_sock.recv_from(&mut buf),
+    )
+    .await
+    {
+        assert_eq!(n, 12 + 160 + 10, "an SRTP packet with its 80-bit tag");
+        raw_pcm.extend(buf[12..172].iter().map(|&b| audio::ulaw_decode(b)));
+        let len = rx
+            .unprotect(&mut buf[..n])
+            .expect("authenticates with siprelay's key");
+        clear_pcm.extend(buf[12..len].iter().map(|&b| audio::ulaw_decode(b)));
+    }
+    let loud = audio::loud_frames(&clear_pcm, 2000.0);
+    audio::assert_tone(&loud, 1000.0, "siprelay's SRTP, decrypted");
+    // The share of each signal's energy at 1000 Hz: about a half for a
+    // pure tone, next to nothing for ciphertext.
+    let tonality = |pcm: &[i16]| audio::power_at(pcm, 1000.0) / audio::rms(pcm).powi(2);
+    assert!(tonality(&loud) > 0.2, "{}", tonality(&loud));
+    assert!(
+        tonality(&raw_pcm) < 0.01,
+        "no tone on the wire: {}",
+        tonality(&raw_pcm)
+    );
+    daemon.shutdown().await;
+}

@@ -107,7 +107,12 @@ struct Stream {
     sequence: u16,
     timestamp: u32,
     first: bool,
+    /// Protects each packet when the call's media is SRTP.
+    srtp: Option<super::srtp::SrtpContext>,
 }
+
+/// Room for the biggest packet a stream sends: a G.711 frame and an SRTP tag.
+const PACKET: usize = HEADER_LEN + FRAME_SAMPLES + super::srtp::MAX_TAG;
 
 impl Stream {
     fn new(session: Arc<MediaSession>, now: u64) -> Self {
@@ -117,6 +122,7 @@ impl Stream {
             RandomState::new().hash_one(session.call.as_str())
         };
         Stream {
+            srtp: session.srtp.as_ref().map(|k| k.sender()),
             session,
             grid: now,
             offset: 0,
@@ -134,7 +140,7 @@ impl Stream {
         &mut self,
         now: u64,
         pcm: &mut [i16; FRAME_SAMPLES],
-        packet: &mut [u8; HEADER_LEN + FRAME_SAMPLES],
+        packet: &mut [u8; PACKET],
         recorded: &mut Vec<TappedFrame>,
     ) -> bool {
         let s = &*self.session;
@@ -162,7 +168,7 @@ impl Stream {
     fn send_frame(
         &mut self,
         pcm: &mut [i16; FRAME_SAMPLES],
-        packet: &mut [u8; HEADER_LEN + FRAME_SAMPLES],
+        packet: &mut [u8; PACKET],
         recorded: &mut Vec<TappedFrame>,
     ) {
         let s = &*self.session;
@@ -219,6 +225,13 @@ impl Stream {
                 HEADER_LEN + FRAME_SAMPLES
             }
         };
+        let len = match &mut self.srtp {
+            Some(srtp) => match srtp.protect(packet, len) {
+                Ok(len) => len,
+                Err(_) => return,
+            },
+            None => len,
+        };
         match s.rtp.socket.try_send_to(&packet[..len], peer) {
             Ok(_) => s.stats.packets_out.fetch_add(1, Ordering::Relaxed),
             Err(_) => s.stats.send_errors.fetch_add(1, Ordering::Relaxed),
@@ -242,7 +255,7 @@ async fn run_shard(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut streams: Vec<Stream> = Vec::new();
     let mut pcm = [0i16; FRAME_SAMPLES];
-    let mut packet = [0u8; HEADER_LEN + FRAME_SAMPLES];
+    let mut packet = [0u8; PACKET];
     let mut recorded = Vec::new();
     // Slots since the shard started.
     let mut now: u64 = 0;
@@ -320,6 +333,7 @@ mod tests {
             Codec::PCMU,
             None,
             far.local_addr().unwrap(),
+            None,
         );
         Stream::new(session, 0)
     }
@@ -332,7 +346,7 @@ mod tests {
         slots: std::ops::Range<u64>,
     ) -> Vec<(u64, u32, bool)> {
         let mut pcm = [0i16; FRAME_SAMPLES];
-        let mut packet = [0u8; HEADER_LEN + FRAME_SAMPLES];
+        let mut packet = [0u8; PACKET];
         let mut recorded = Vec::new();
         let mut sent = Vec::new();
         let mut buf = [0u8; 2048];

@@ -10,6 +10,7 @@ pub mod playout;
 pub mod prompt;
 pub mod rtp;
 pub mod sdp;
+pub mod srtp;
 pub mod tap;
 pub mod wav;
 

@@ -55,6 +55,8 @@ pub struct RtpReceiver {
     latched: Option<SocketAddr>,
     reception: ReceptionStats,
     dtmf: DtmfDetector,
+    /// Checks and decrypts each packet when the call's media is SRTP.
+    srtp: Option<super::srtp::SrtpContext>,
 }
 
 impl RtpReceiver {
@@ -62,6 +64,7 @@ impl RtpReceiver {
     /// the recording.
     pub fn new(session: Arc<MediaSession>) -> RtpReceiver {
         let mut receiver = RtpReceiver {
+            srtp: session.srtp.as_ref().map(|k| k.receiver()),
             session,
             forward: None,
             to_device: false,
@@ -101,6 +104,27 @@ impl RtpReceiver {
         self.follow_owner();
         let session = &*self.session;
         let stats = &session.stats;
+        // SRTP: only a packet that authenticates is RTP at all (forged,
+        // replayed or plain packets are ignored, never latched to).
+        let mut plain = [0u8; DATAGRAM];
+        let datagram = match &mut self.srtp {
+            Some(srtp) if datagram.len() <= DATAGRAM => {
+                let buf = &mut plain[..datagram.len()];
+                buf.copy_from_slice(datagram);
+                match srtp.unprotect(buf) {
+                    Ok(len) => &plain[..len],
+                    Err(_) => {
+                        stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+            Some(_) => {
+                stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            None => datagram,
+        };
         let packet = match RtpPacket::parse(datagram) {
             Ok(p) if self.latched.is_none_or(|addr| addr == from) => p,
             _ => {

@@ -1,13 +1,18 @@
 //! SDP offer/answer (RFC 3264) for one G.711 audio stream.
 //!
 //! Only what a G.711 bridge needs: the audio connection address and port,
-//! the codec, and telephone-event. Everything else in an offer is ignored.
+//! the codec, telephone-event, and SRTP keys (SDES, RFC 4568: the
+//! `RTP/SAVP` profile and `a=crypto` lines). Everything else in an offer is
+//! ignored.
 
 use std::net::{IpAddr, SocketAddr};
 
 use thiserror::Error;
 
+use base64::Engine;
+
 use super::g711::Law;
+use super::srtp::{Suite, MASTER_LEN};
 
 pub const PT_PCMU: u8 = 0;
 pub const PT_PCMA: u8 = 8;
@@ -64,6 +69,63 @@ pub struct RemoteMedia {
     pub telephone_event: Option<u8>,
     /// The events it named for it (`a=fmtp:`), echoed in our answer.
     pub telephone_events: Option<String>,
+    /// The stream's profile is `RTP/SAVP`: SRTP or nothing.
+    pub savp: bool,
+    /// Its `a=crypto` lines siprelay can use, in its order.
+    pub crypto: Vec<Crypto>,
+}
+
+/// One SDES key (`a=crypto:{tag} {suite} inline:{base64 key||salt}`): the
+/// key its sender encrypts with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Crypto {
+    pub tag: u32,
+    pub suite: Suite,
+    pub key: [u8; MASTER_LEN],
+}
+
+impl std::fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of logs.
+        write!(f, "Crypto({} {})", self.tag, self.suite.name())
+    }
+}
+
+impl Crypto {
+    /// A fresh key for `suite` from the operating system's random source.
+    pub fn generate(tag: u32, suite: Suite) -> Crypto {
+        let mut key = [0u8; MASTER_LEN];
+        getrandom::fill(&mut key).expect("the operating system's random source");
+        Crypto { tag, suite, key }
+    }
+
+    fn parse(value: &str) -> Option<Crypto> {
+        // crypto:<tag> <suite> inline:<key>[|lifetime][|mki:len] [params]
+        let mut fields = value.split_ascii_whitespace();
+        let tag = fields.next()?.parse().ok()?;
+        let suite = Suite::parse(fields.next()?)?;
+        let params = fields.next()?.strip_prefix("inline:")?;
+        let mut parts = params.split('|');
+        let key_b64 = parts.next()?;
+        // A master key index (`|1:4`) needs MKI handling siprelay lacks.
+        if parts.any(|p| p.contains(':')) {
+            return None;
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(key_b64)
+            .ok()?;
+        let key = bytes.try_into().ok()?;
+        Some(Crypto { tag, suite, key })
+    }
+
+    fn line(&self) -> String {
+        let key = base64::engine::general_purpose::STANDARD.encode(self.key);
+        format!(
+            "a=crypto:{} {} inline:{key}\r\n",
+            self.tag,
+            self.suite.name()
+        )
+    }
 }
 
 /// Parses an SDP body and picks the codec from the first audio stream.
@@ -71,7 +133,8 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
     let text = std::str::from_utf8(body).map_err(|_| SdpError::NotUtf8)?;
     let mut session_ip: Option<IpAddr> = None;
     let mut media_ip: Option<IpAddr> = None;
-    let mut audio: Option<(u16, Vec<u8>)> = None;
+    let mut audio: Option<(u16, bool, Vec<u8>)> = None;
+    let mut crypto = Vec::new();
     let mut rtpmaps: Vec<(u8, String)> = Vec::new();
     let mut fmtps: Vec<(u8, String)> = Vec::new();
     let mut in_audio = false;
@@ -100,6 +163,9 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
                 }
             }
             "a" if in_audio => {
+                if let Some(c) = value.strip_prefix("crypto:").and_then(Crypto::parse) {
+                    crypto.push(c);
+                }
                 if let Some((pt, params)) =
                     value.strip_prefix("fmtp:").and_then(|r| r.split_once(' '))
                 {
@@ -119,7 +185,7 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
         }
     }
 
-    let (port, formats) = audio.ok_or(SdpError::NoAudio)?;
+    let (port, savp, formats) = audio.ok_or(SdpError::NoAudio)?;
     let ip = media_ip.or(session_ip).ok_or(SdpError::NoConnection)?;
     let encoding_of = |pt: u8| -> Option<&str> {
         rtpmaps
@@ -158,10 +224,13 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
         codec,
         telephone_event,
         telephone_events,
+        savp,
+        crypto,
     })
 }
 
-fn parse_media_line(value: &str) -> Result<(u16, Vec<u8>), SdpError> {
+/// `(port, RTP/SAVP, formats)` of an `m=` line's value.
+fn parse_media_line(value: &str) -> Result<(u16, bool, Vec<u8>), SdpError> {
     let bad = || SdpError::BadMedia(value.to_string());
     let mut fields = value.split_ascii_whitespace();
     let _media = fields.next().ok_or_else(bad)?;
@@ -177,11 +246,12 @@ fn parse_media_line(value: &str) -> Result<(u16, Vec<u8>), SdpError> {
     if !proto.starts_with("RTP/") {
         return Err(bad());
     }
+    let savp = proto.eq_ignore_ascii_case("RTP/SAVP");
     let formats = fields
         .filter_map(|f| f.parse::<u8>().ok())
         .filter(|pt| *pt < 128)
         .collect();
-    Ok((port, formats))
+    Ok((port, savp, formats))
 }
 
 fn parse_connection(value: &str) -> Option<IpAddr> {
@@ -195,23 +265,39 @@ fn parse_connection(value: &str) -> Option<IpAddr> {
     addr.split('/').next()?.parse().ok()
 }
 
-/// siprelay's offer: PCMU, PCMA and telephone-event.
-pub fn offer(session_id: u64, ip: IpAddr, rtp_port: u16) -> String {
+/// The SRTP part of our SDP: our key, and whether the profile is
+/// `RTP/SAVP` (SRTP required) or `RTP/AVP` with keys (SRTP if the far end
+/// takes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sdes {
+    pub ours: Crypto,
+    pub savp: bool,
+}
+
+/// siprelay's offer: PCMU, PCMA and telephone-event, with our key when `sdes`.
+pub fn offer(session_id: u64, ip: IpAddr, rtp_port: u16, sdes: Option<&Sdes>) -> String {
     build(
         session_id,
         ip,
         rtp_port,
         None,
         Some((PT_TELEPHONE_EVENT, "0-16")),
+        sdes,
     )
 }
 
-/// siprelay's answer to `remote`: the chosen codec, and telephone-event with
-/// the events the offer named when it offered it.
-pub fn answer(session_id: u64, ip: IpAddr, rtp_port: u16, remote: &RemoteMedia) -> String {
+/// siprelay's answer to `remote`: the chosen codec, telephone-event with
+/// the events the offer named when it offered it, and our key when `sdes`.
+pub fn answer(
+    session_id: u64,
+    ip: IpAddr,
+    rtp_port: u16,
+    remote: &RemoteMedia,
+    sdes: Option<&Sdes>,
+) -> String {
     let events = remote.telephone_events.as_deref().unwrap_or("0-15");
     let te = remote.telephone_event.map(|pt| (pt, events));
-    build(session_id, ip, rtp_port, Some(remote.codec), te)
+    build(session_id, ip, rtp_port, Some(remote.codec), te, sdes)
 }
 
 fn build(
@@ -220,6 +306,7 @@ fn build(
     rtp_port: u16,
     codec: Option<Codec>,
     telephone_event: Option<(u8, &str)>,
+    sdes: Option<&Sdes>,
 ) -> String {
     use std::fmt::Write;
     let ip_kind = if ip.is_ipv4() { "IP4" } else { "IP6" };
@@ -240,7 +327,8 @@ fn build(
     let mut s = String::with_capacity(256);
     let _ = write!(
         s,
-        "v=0\r\no=siprelay {session_id} {session_id} IN {ip_kind} {ip}\r\ns=siprelay\r\nc=IN {ip_kind} {ip}\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP"
+        "v=0\r\no=siprelay {session_id} {session_id} IN {ip_kind} {ip}\r\ns=siprelay\r\nc=IN {ip_kind} {ip}\r\nt=0 0\r\nm=audio {rtp_port} {}",
+        if sdes.is_some_and(|s| s.savp) { "RTP/SAVP" } else { "RTP/AVP" }
     );
     for (pt, _) in &formats {
         let _ = write!(s, " {pt}");
@@ -251,6 +339,9 @@ fn build(
     }
     if let Some((te, events)) = telephone_event {
         let _ = write!(s, "a=fmtp:{te} {events}\r\n");
+    }
+    if let Some(sdes) = sdes {
+        s.push_str(&sdes.ours.line());
     }
     s.push_str("a=ptime:20\r\na=sendrecv\r\n");
     s
@@ -313,7 +404,7 @@ a=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-15\r\n";
     #[test]
     fn offer_and_answer_parse_back() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let our_offer = offer(7, ip, 31000);
+        let our_offer = offer(7, ip, 31000, None);
         let m = parse(our_offer.as_bytes()).unwrap();
         assert_eq!(m.rtp, SocketAddr::new(ip, 31000));
         assert_eq!(m.codec, Codec::PCMU);
@@ -321,7 +412,7 @@ a=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-15\r\n";
         assert_eq!(m.telephone_events.as_deref(), Some("0-16"));
 
         let theirs = parse(OFFER.as_bytes()).unwrap();
-        let our_answer = answer(7, ip, 31002, &theirs);
+        let our_answer = answer(7, ip, 31002, &theirs, None);
         assert!(our_answer.contains("m=audio 31002 RTP/AVP 8 96\r\n"));
         assert!(
             our_answer.contains("a=fmtp:96 0-15\r\n"),
@@ -330,5 +421,53 @@ a=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-15\r\n";
         let m = parse(our_answer.as_bytes()).unwrap();
         assert_eq!(m.codec, Codec::PCMA);
         assert_eq!(m.telephone_event, Some(96));
+        assert!(!m.savp && m.crypto.is_empty());
+    }
+
+    #[test]
+    fn sdes_keys_are_offered_parsed_and_answered() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let ours = Crypto::generate(1, Suite::AesCm128HmacSha1_80);
+        let sdes = Sdes {
+            ours: ours.clone(),
+            savp: true,
+        };
+        let text = offer(7, ip, 31000, Some(&sdes));
+        assert!(
+            text.contains("m=audio 31000 RTP/SAVP 0 8 101\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"));
+        let m = parse(text.as_bytes()).unwrap();
+        assert!(m.savp);
+        assert_eq!(m.crypto, [ours]);
+        assert!(
+            !format!("{:?}", m.crypto).contains("inline"),
+            "keys stay out of logs"
+        );
+
+        // A baresip-style best-effort offer: RTP/AVP with two suites, one with a lifetime.
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 30]);
+        let best_effort = format!(
+            "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 5004 RTP/AVP 0\r\n\
+             a=crypto:3 AES_CM_256_HMAC_SHA1_80 inline:{key}\r\n\
+             a=crypto:4 AES_CM_128_HMAC_SHA1_32 inline:{key}|2^20\r\n\
+             a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^20|1:4\r\n"
+        );
+        let m = parse(best_effort.as_bytes()).unwrap();
+        assert!(!m.savp);
+        assert_eq!(m.crypto.len(), 1, "unknown suites and MKIs are skipped");
+        assert_eq!(
+            (m.crypto[0].tag, m.crypto[0].suite),
+            (4, Suite::AesCm128HmacSha1_32)
+        );
+        assert_eq!(m.crypto[0].key, [7u8; 30]);
+        let reply = Sdes {
+            ours: Crypto::generate(4, Suite::AesCm128HmacSha1_32),
+            savp: false,
+        };
+        let text = answer(8, ip, 31002, &m, Some(&reply));
+        assert!(text.contains("m=audio 31002 RTP/AVP 0\r\n"));
+        assert!(text.contains("a=crypto:4 AES_CM_128_HMAC_SHA1_32 inline:"));
     }
 }

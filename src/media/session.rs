@@ -93,6 +93,9 @@ pub struct MediaSession {
     pub codec: Codec,
     /// The far end's telephone-event payload type, if it takes RFC 4733 DTMF.
     pub telephone_event: Option<u8>,
+    /// Set when the call's media is SRTP: the clock protects what it sends
+    /// and the receiver checks what comes, each with its own context.
+    pub srtp: Option<super::srtp::SrtpKeys>,
     pub outbound: Mutex<Outbound>,
     pub stats: MediaStats,
     /// Both directions for the recording, once it starts (when the call is recorded).
@@ -127,12 +130,14 @@ impl MediaSession {
         codec: Codec,
         telephone_event: Option<u8>,
         peer: SocketAddr,
+        srtp: Option<super::srtp::SrtpKeys>,
     ) -> Arc<Self> {
         Arc::new(MediaSession {
             call,
             rtp,
             codec,
             telephone_event,
+            srtp,
             outbound: Mutex::new(Outbound {
                 audio: OutboundAudio::new(PLAYOUT_CAPACITY),
                 dtmf: DtmfSender::default(),

@@ -56,6 +56,25 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
         let _ = tx.reply(StatusCode::ServiceUnavailable).await;
         return;
     };
+    let transport = tx
+        .connection
+        .as_ref()
+        .and_then(|c| c.get_addr().r#type)
+        .unwrap_or(rsipstack::sip::Transport::Udp);
+    let srtp_mode = account.as_ref().map_or(board.config.srtp, |a| a.srtp);
+    let over_tls = transport == rsipstack::sip::Transport::Tls;
+    let srtp = match super::sdes::answer(srtp_mode, over_tls, &remote) {
+        Ok(srtp) => srtp,
+        Err(e) => {
+            tracing::info!(%from, %to, why = %e, "incoming call rejected: 488");
+            board.refused_invite(488);
+            let warning = Header::Other("Warning".into(), format!("399 siprelay \"{e}\""));
+            let _ = tx
+                .reply_with(StatusCode::NotAcceptableHere, vec![warning], None)
+                .await;
+            return;
+        }
+    };
     let floor = board.config.min_se;
     if let Answer::TooSmall(min) =
         session::answer_request(Instant::now(), &tx.original.headers, floor)
@@ -79,11 +98,6 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
     let (state_tx, mut dialog_news) = sip.dialogs.new_dialog_state_channel();
     // On the transport the INVITE came over; on an account, with its
     // user, as the Contact registered.
-    let transport = tx
-        .connection
-        .as_ref()
-        .and_then(|c| c.get_addr().r#type)
-        .unwrap_or(rsipstack::sip::Transport::Udp);
     let user = account.as_ref().map_or("siprelay", |a| a.username.as_str());
     let contact = sip.contact_for(transport, user);
     let dialog = match sip
@@ -150,6 +164,7 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
         our_sdp: String::new(),
         invite_headers: tx_headers,
         session: SessionRefresh::new(floor),
+        srtp,
         ringing: reliable.then(|| session::ReliableRinging::start(Instant::now())),
         prack,
     };
@@ -173,6 +188,8 @@ struct InboundCall {
     ringing: Option<session::ReliableRinging>,
     /// Signalled when that PRACK arrives.
     prack: Option<Arc<tokio::sync::Notify>>,
+    /// Our SDES answer and the keys, when the media is SRTP.
+    srtp: Option<(crate::media::sdp::Sdes, crate::media::srtp::SrtpKeys)>,
 }
 
 impl InboundCall {
@@ -295,8 +312,13 @@ impl InboundCall {
                     .map(|r| r.lease.rtp_port())
                     .unwrap_or_default();
                 let session_id = rtp_port as u64;
-                self.our_sdp =
-                    sdp::answer(session_id, board.advertised_ip(), rtp_port, &self.remote);
+                self.our_sdp = sdp::answer(
+                    session_id,
+                    board.advertised_ip(),
+                    rtp_port,
+                    &self.remote,
+                    self.srtp.as_ref().map(|(s, _)| s),
+                );
                 let answer = session::answer_request(
                     Instant::now(),
                     &self.invite_headers,
@@ -332,7 +354,8 @@ impl InboundCall {
             Action::SendCancel => {}
             Action::StartMedia => {
                 if let (Some(rtp), Some(owner)) = (self.rtp.take(), self.call.owner()) {
-                    board.start_media(&self.call, rtp, &self.remote, owner);
+                    let keys = self.srtp.as_ref().map(|(_, k)| k.clone());
+                    board.start_media(&self.call, rtp, &self.remote, owner, keys);
                 }
             }
             Action::Notify(notice) => {

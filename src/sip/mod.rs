@@ -8,6 +8,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod register;
 mod requests;
+mod sdes;
 pub mod session;
 pub mod transports;
 pub mod validate;

@@ -59,7 +59,8 @@ impl Dialer for SipEndpoint {
         board.insert_call(call.clone());
         board.calling(&call);
         let port = rtp.lease.rtp_port();
-        let our_sdp = sdp::offer(port as u64, board.advertised_ip(), port);
+        let sdes = super::sdes::offer(plan.srtp_mode, plan.over_tls());
+        let our_sdp = sdp::offer(port as u64, board.advertised_ip(), port, sdes.as_ref());
         tracing::info!(call = %call.id, %target, account = ?call.account, "outgoing call started");
         let task = OutboundCall {
             board: self.board.clone(),
@@ -68,6 +69,8 @@ impl Dialer for SipEndpoint {
             dialog: None,
             state: CallState::outbound(),
             session: SessionRefresh::new(board.config.min_se),
+            sdes,
+            srtp: None,
             session_expires: board.config.session_expires,
             retried: false,
             rtp: Some(rtp),
@@ -86,6 +89,23 @@ struct Plan {
     contact: Uri,
     /// Set when the call goes through an account: its credentials and next hop.
     account: Option<AccountConfig>,
+    /// SRTP for this call: the account's mode, or that of direct calls.
+    srtp_mode: crate::config::SrtpMode,
+}
+
+impl Plan {
+    /// Whether the INVITE goes over TLS: the account's transport, or a
+    /// `sips:` or `;transport=tls` URI dialled directly.
+    fn over_tls(&self) -> bool {
+        use rsipstack::sip::uri::ParamsExt;
+        match &self.account {
+            Some(a) => a.transport == SipTransport::Tls,
+            None => {
+                self.callee.scheme == Some(rsipstack::sip::Scheme::Sips)
+                    || self.callee.transport() == Some(&Transport::Tls)
+            }
+        }
+    }
 }
 
 impl SipEndpoint {
@@ -122,11 +142,13 @@ impl SipEndpoint {
             ),
             None => (self.contact.clone(), self.contact.clone()),
         };
+        let srtp_mode = account.as_ref().map_or(self.board.config.srtp, |a| a.srtp);
         Ok(Plan {
             callee,
             caller,
             contact,
             account,
+            srtp_mode,
         })
     }
 
@@ -213,6 +235,10 @@ struct OutboundCall {
     session_expires: u32,
     /// Whether the INVITE was already sent again after a 422.
     retried: bool,
+    /// Our SDES offer, when the call offers SRTP.
+    sdes: Option<crate::media::sdp::Sdes>,
+    /// The keys agreed, once the far end answered with its own.
+    srtp: Option<crate::media::srtp::SrtpKeys>,
     rtp: Option<RtpBinding>,
     our_sdp: String,
 }
@@ -328,13 +354,20 @@ impl OutboundCall {
                     invite = None;
                     let input = match result {
                         Ok(Ok((_, Some(resp)))) if resp.status_code.code() / 100 == 2 => {
-                            match sdp::parse(&resp.body) {
-                                Ok(r) => {
+                            let agreed = sdp::parse(&resp.body).map_err(|e| e.to_string()).and_then(|r| {
+                                super::sdes::accepted(self.sdes.as_ref(), plan.srtp_mode, &r)
+                                    .map(|keys| (r, keys))
+                                    .map_err(|e| e.to_string())
+                            });
+                            match agreed {
+                                Ok((r, keys)) => {
                                     // A later re-INVITE gets the codec agreed, not our first offer.
                                     if let Some(rtp) = &self.rtp {
                                         let port = rtp.lease.rtp_port();
-                                        self.our_sdp = sdp::answer(port as u64, self.board.advertised_ip(), port, &r);
+                                        let sdes = self.sdes.as_ref().filter(|_| keys.is_some());
+                                        self.our_sdp = sdp::answer(port as u64, self.board.advertised_ip(), port, &r, sdes);
                                     }
+                                    self.srtp = keys;
                                     remote = Some(r);
                                     let answered = session::response_session_expires(&resp);
                                     self.session.set(SessionTimer::accepted(Instant::now(), answered, self.board.config.min_se));
@@ -437,7 +470,8 @@ impl OutboundCall {
                     if let (Some(rtp), Some(owner), Some(remote)) =
                         (self.rtp.take(), self.call.owner(), remote)
                     {
-                        self.board.start_media(&self.call, rtp, remote, owner);
+                        self.board
+                            .start_media(&self.call, rtp, remote, owner, self.srtp.clone());
                     }
                 }
                 Action::Notify(notice) => {

@@ -73,6 +73,7 @@ impl Switchboard {
         binding: RtpBinding,
         remote: &RemoteMedia,
         owner: Arc<ClientHandle>,
+        srtp: Option<crate::media::srtp::SrtpKeys>,
     ) {
         let _ = call.answered.set(SystemTime::now());
         let script = call.script();
@@ -82,6 +83,7 @@ impl Switchboard {
             remote.codec,
             remote.telephone_event,
             remote.rtp,
+            srtp,
         );
         if call.media.set(session.clone()).is_err() {
             return;
