@@ -8,9 +8,13 @@
 #   bash scripts/interop.sh             all scenarios
 #   bash scripts/interop.sh NAME...     only those (names: interop.py list)
 #
-# Installs what it needs (sip-tester, sox, chromium, chromium-driver) with
-# apt-get and selenium with pip when missing, schemathesis into a
-# virtualenv of its own, builds
+# Then the PBX scenarios of scripts/interop/pbx.py: Kamailio as registrar
+# and proxy (and dispatcher) with baresip as a softphone, each scenario with
+# its own siprelay instances.
+#
+# Installs what it needs (sip-tester, sox, chromium, chromium-driver,
+# kamailio, kamailio-tls-modules, baresip-core, openssl) with apt-get and
+# selenium with pip when missing, schemathesis into a virtualenv of its own, builds
 # the release binary, runs each scenario with a time limit, then stops the
 # daemon with SIGTERM and expects a clean exit. Ends with
 # "interop: N passed, M failed" and a non-zero status on any failure. Run as
@@ -95,6 +99,12 @@ command -v sox >/dev/null 2>&1 || packages+=(sox)
 # The recordings review page is checked in Debian's headless Chromium.
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
+# The PBX scenarios (scripts/interop/pbx.py): Kamailio as registrar and
+# proxy, baresip as the softphone, openssl for their certificate.
+command -v kamailio >/dev/null 2>&1 || packages+=(kamailio)
+[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || packages+=(kamailio-tls-modules)
+command -v baresip >/dev/null 2>&1 || packages+=(baresip-core)
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 if [ "${#packages[@]}" -gt 0 ]; then
     say "installing ${packages[*]} with apt-get (log: $WORK/apt.log)"
     # In its own process group (setsid), so that cleanup can stop all of it.
@@ -211,12 +221,21 @@ fi
 say "siprelay ready (pid $DAEMON_PID) after $((SECONDS - STARTED))s"
 
 # ------------------------------------------------------------ 5. scenarios
+PBX=$HERE/pbx.py
+scenarios=()
+pbx_scenarios=()
 if [ "$#" -gt 0 ]; then
-    scenarios=("$@")
+    for name in "$@"; do
+        case "$name" in
+            pbx-*) pbx_scenarios+=("$name") ;;
+            *) scenarios+=("$name") ;;
+        esac
+    done
 else
     mapfile -t scenarios < <(python3 "$DRIVER" list)
+    mapfile -t pbx_scenarios < <(python3 "$PBX" list)
 fi
-[ "${#scenarios[@]}" -gt 0 ] || die "no scenarios"
+[ $((${#scenarios[@]} + ${#pbx_scenarios[@]})) -gt 0 ] || die "no scenarios"
 
 export SIPRELAY_SIP=127.0.0.1:$SIP_PORT
 export SIPRELAY_HTTP=127.0.0.1:$HTTP_PORT
@@ -293,6 +312,25 @@ else
     fi
     DAEMON_PID=""
 fi
+
+# ------------------------------------------------------------ 7. PBX scenarios
+# Each starts its own Kamailio, baresip and siprelay instances.
+command -v kamailio >/dev/null 2>&1 || die "kamailio not found after installing it"
+command -v baresip >/dev/null 2>&1 || die "baresip not found after installing baresip-core"
+for name in "${pbx_scenarios[@]}"; do
+    echo "---- $name"
+    status=0
+    run_child timeout -k 5 "$SCENARIO_LIMIT" python3 "$PBX" run "$name" || status=$?
+    if [ "$status" -eq 0 ]; then
+        passed=$((passed + 1))
+    elif [ "$status" -eq 3 ]; then
+        skipped=$((skipped + 1))
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "FAIL $name"
+    fi
+done
 
 echo
 say "took $((SECONDS - STARTED))s"

@@ -121,6 +121,7 @@ impl Daemon {
         tracing::info!(calls = self.board.call_count(), "shutting down");
         self.board.set_sip_ready(false);
         self.board.hang_up_all(Duration::from_secs(3)).await;
+        self.sip.finish_byes(Duration::from_secs(2)).await;
         // Unregistered before the clients go, so they hear it too.
         self.stop_registrations.cancel();
         let unregistered = futures_util::future::join_all(self.registrations);

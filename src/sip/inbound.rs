@@ -99,7 +99,8 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
     // On the transport the INVITE came over; on an account, with its
     // user, as the Contact registered.
     let user = account.as_ref().map_or("siprelay", |a| a.username.as_str());
-    let contact = sip.contact_for(transport, user);
+    let connection = tx.connection.as_ref().map(|c| c.get_addr().clone());
+    let contact = sip.contact_for(transport, user, connection.as_ref());
     let dialog = match sip
         .dialogs
         .get_or_create_server_invite(&tx, state_tx, None, Some(contact))
@@ -346,11 +347,7 @@ impl InboundCall {
                 }
                 let _ = self.dialog.reject(Some(StatusCode::from(status)), None);
             }
-            Action::SendBye => {
-                if let Err(e) = self.dialog.bye().await {
-                    tracing::debug!(error = %e, "BYE failed");
-                }
-            }
+            Action::SendBye => self.sip.send_bye(&self.dialog),
             Action::SendCancel => {}
             Action::StartMedia => {
                 if let (Some(rtp), Some(owner)) = (self.rtp.take(), self.call.owner()) {

@@ -54,6 +54,9 @@ pub struct SipEndpoint {
     pub(crate) dialogs: Arc<DialogLayer>,
     /// Incoming calls waiting for the PRACK of a reliable 180, by Call-ID.
     pracks: dashmap::DashMap<String, Arc<tokio::sync::Notify>>,
+    /// BYE transactions under way: a call is over for everyone as soon as
+    /// its BYE is sent, and shutdown waits for these before SIP stops.
+    byes: tokio_util::task::TaskTracker,
     listening: transports::Listening,
     /// Our Contact: the advertised address and the bound UDP port.
     pub(crate) contact: Uri,
@@ -98,6 +101,7 @@ impl SipEndpoint {
             board,
             dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
             pracks: Default::default(),
+            byes: tokio_util::task::TaskTracker::new(),
             listening,
             contact,
         });
@@ -116,17 +120,45 @@ impl SipEndpoint {
         self.listening
     }
 
-    /// Our Contact for a dialog carried by `transport`, with `user`.
-    pub(crate) fn contact_for(&self, transport: rsipstack::sip::Transport, user: &str) -> Uri {
+    /// Our Contact for a dialog carried by `transport`, with `user`: our
+    /// listener for that transport, or else `connection`, the address of
+    /// the connection the dialog came over (a TCP or TLS connection
+    /// siprelay opened to a proxy, which sends in-dialog requests back on it).
+    pub(crate) fn contact_for(
+        &self,
+        transport: rsipstack::sip::Transport,
+        user: &str,
+        connection: Option<&rsipstack::transport::SipAddr>,
+    ) -> Uri {
         use rsipstack::sip::Transport;
         let ip = self.board.advertised_ip();
-        let (scheme, port, param) = match (transport, self.listening.tcp, self.listening.tls) {
-            (Transport::Tcp, Some(tcp), _) => ("sip", tcp.port(), ";transport=tcp"),
-            (Transport::Tls, _, Some(tls)) => ("sips", tls.port(), ";transport=tls"),
-            _ => ("sip", self.listening.udp.port(), ""),
+        let listener = |port: u16| SocketAddr::new(ip, port).to_string();
+        let (scheme, addr, param) = match (
+            transport,
+            self.listening.tcp,
+            self.listening.tls,
+            connection,
+        ) {
+            (Transport::Tcp, Some(tcp), _, _) => ("sip", listener(tcp.port()), ";transport=tcp"),
+            (Transport::Tls, _, Some(tls), _) => ("sips", listener(tls.port()), ";transport=tls"),
+            (Transport::Tcp, None, _, Some(c)) => ("sip", c.addr.to_string(), ";transport=tcp"),
+            (Transport::Tls, _, None, Some(c)) => ("sips", c.addr.to_string(), ";transport=tls"),
+            _ => ("sip", listener(self.listening.udp.port()), ""),
         };
-        let text = format!("{scheme}:{user}@{}{param}", SocketAddr::new(ip, port));
+        let text = format!("{scheme}:{user}@{addr}{param}");
         Uri::try_from(text.as_str()).unwrap_or_else(|_| self.contact.clone())
+    }
+
+    /// Sends BYE in `dialog` without waiting for its answer: a far end or
+    /// proxy that is slow to answer must not hold up the call's end.
+    pub(crate) fn send_bye(&self, dialog: &rsipstack::dialog::invite_dialog::InviteDialog) {
+        send_bye(&self.byes, dialog);
+    }
+
+    /// Waits (up to `limit`) for the BYEs still under way.
+    pub async fn finish_byes(&self, limit: std::time::Duration) {
+        self.byes.close();
+        let _ = tokio::time::timeout(limit, self.byes.wait()).await;
     }
 
     /// A notification for the PRACK of call `call_id`'s reliable 180.
@@ -139,6 +171,19 @@ impl SipEndpoint {
     pub(crate) fn forget_prack(&self, call_id: &str) {
         self.pracks.remove(call_id);
     }
+}
+
+/// Sends BYE in `dialog` in a task `byes` tracks.
+pub(crate) fn send_bye(
+    byes: &tokio_util::task::TaskTracker,
+    dialog: &rsipstack::dialog::invite_dialog::InviteDialog,
+) {
+    let dialog = dialog.clone();
+    byes.spawn(async move {
+        if let Err(e) = dialog.bye().await {
+            tracing::debug!(error = %e, "BYE failed");
+        }
+    });
 }
 
 /// Sends each incoming transaction where it belongs.

@@ -65,6 +65,7 @@ impl Dialer for SipEndpoint {
         let task = OutboundCall {
             board: self.board.clone(),
             dialogs: self.dialogs.clone(),
+            byes: self.byes.clone(),
             call: call.clone(),
             dialog: None,
             state: CallState::outbound(),
@@ -226,6 +227,7 @@ async fn destination(account: &AccountConfig) -> Result<SipAddr, String> {
 struct OutboundCall {
     board: Arc<crate::switchboard::Switchboard>,
     dialogs: Arc<rsipstack::dialog::dialog_layer::DialogLayer>,
+    byes: tokio_util::task::TaskTracker,
     call: Arc<Call>,
     /// Once the INVITE is sent.
     dialog: Option<InviteDialog>,
@@ -376,7 +378,7 @@ impl OutboundCall {
                                 Err(e) => {
                                     tracing::warn!(error = %e, "200 OK without a usable SDP answer");
                                     if let Some(dialog) = &self.dialog {
-                                        let _ = dialog.bye().await;
+                                        super::send_bye(&self.byes, dialog);
                                     }
                                     Input::Failed { status: 488, reason: "Not Acceptable Here".into() }
                                 }
@@ -461,9 +463,7 @@ impl OutboundCall {
                 }
                 Action::SendBye => {
                     if let Some(dialog) = &self.dialog {
-                        if let Err(e) = dialog.bye().await {
-                            tracing::debug!(error = %e, "BYE failed");
-                        }
+                        super::send_bye(&self.byes, dialog);
                     }
                 }
                 Action::StartMedia => {
