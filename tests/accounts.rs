@@ -74,6 +74,11 @@ async fn registers_with_digest_refreshes_on_the_grant_and_unregisters_at_shutdow
         "asks for its configured lifetime"
     );
     assert!(challenged.msg.header("Via").unwrap().contains(";rport"));
+    let call_id = challenged.msg.header("Call-ID").unwrap();
+    assert!(
+        call_id.ends_with("@127.0.0.1"),
+        "our own Call-ID suffix: {call_id}"
+    );
     assert!(challenged
         .msg
         .header("To")
@@ -347,6 +352,52 @@ async fn over_tcp_a_registrar_that_restarts_is_registered_with_again() {
     while account_state(daemon.http_addr).await["state"] != "registered" {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn keepalives_and_the_address_the_registrar_saw() {
+    let mut registrar = Registrar::start("2000", PASSWORD, Mode::Grant { expires: 2 }).await;
+    let mut a = account(&registrar, PASSWORD);
+    a.keepalive_interval = Some(1);
+    let daemon = start_with(config(vec![a])).await;
+    let first = registrar.next_granted(Duration::from_secs(5)).await;
+    assert!(first
+        .msg
+        .header("Contact")
+        .unwrap()
+        .contains(&daemon.sip_addr().to_string()));
+
+    // OPTIONS keep-alives over UDP while registered.
+    let ping = tokio::time::timeout(Duration::from_secs(5), registrar.options.recv())
+        .await
+        .expect("a keep-alive within 5 s")
+        .unwrap();
+    assert!(
+        ping.start.starts_with("OPTIONS sip:pbx.test SIP/2.0"),
+        "{}",
+        ping.start
+    );
+    assert!(ping.header("From").unwrap().contains("sip:2000@pbx.test"));
+
+    // A NAT in between: the registrar sees another address, and the next
+    // refresh's Contact carries it (rport/received, RFC 3581).
+    let public: std::net::SocketAddr = "192.0.2.55:40000".parse().unwrap();
+    registrar.set_nat(public);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = registrar
+            .next_granted(deadline - tokio::time::Instant::now())
+            .await;
+        if seen
+            .msg
+            .header("Contact")
+            .unwrap()
+            .contains("192.0.2.55:40000")
+        {
+            break;
+        }
     }
     daemon.shutdown().await;
 }

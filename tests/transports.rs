@@ -217,6 +217,21 @@ async fn calls_in_and_out_over_tcp() {
 }
 
 #[tokio::test]
+async fn with_udp_off_calls_come_over_tcp() {
+    let mut c = config(None);
+    c.sip_udp = false;
+    let daemon = start_with(c).await;
+    let listening = daemon.sip.listening();
+    assert!(listening.udp.is_none());
+    let tcp = listening.tcp.unwrap();
+    assert_eq!(daemon.sip_addr(), tcp);
+    let stream = TcpStream::connect(tcp).await.unwrap();
+    let me = stream.local_addr().unwrap();
+    call_in(&daemon, StreamSip::new(stream), me, "TCP", "sip", tcp).await;
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
 async fn calls_in_and_out_over_tls() {
     let cert = certificate("calls");
     let daemon = start_with(config(Some(&cert))).await;

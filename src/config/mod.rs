@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use crate::accounts::AccountConfig;
 use crate::devices::DeviceConfig;
-pub use values::{HostPort, LogFormat, PortRange, Secret, SipTransport, SrtpMode};
+pub use values::{HostPort, ListenAddr, LogFormat, PortRange, Secret, SipTransport, SrtpMode};
 
 /// Every setting: a flag, an environment variable and a key of the file
 /// (the field's name). `None` means "not given here".
@@ -42,9 +42,9 @@ pub struct Settings {
     #[serde(skip)]
     pub check_config: bool,
 
-    /// SIP UDP listen address; RTP binds the same IP [default 127.0.0.1:5060].
-    #[arg(long, env = "SIP_LISTEN", value_name = "IP:PORT")]
-    pub sip_listen: Option<SocketAddr>,
+    /// SIP UDP listen address, or none for no UDP; RTP binds the same IP [default 127.0.0.1:5060].
+    #[arg(long, env = "SIP_LISTEN", value_name = "IP:PORT|none")]
+    pub sip_listen: Option<ListenAddr>,
     /// SIP TCP listen address [default: no TCP listener].
     #[arg(long, env = "SIP_LISTEN_TCP", value_name = "IP:PORT")]
     pub sip_listen_tcp: Option<SocketAddr>,
@@ -176,7 +176,10 @@ pub struct TlsListen {
 /// Everything the daemon needs, validated.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
+    /// The UDP listen address, and the IP RTP binds (also when UDP is off).
     pub sip_listen: SocketAddr,
+    /// Whether SIP listens on UDP at `sip_listen`.
+    pub sip_udp: bool,
     pub sip_listen_tcp: Option<SocketAddr>,
     pub sip_listen_tls: Option<TlsListen>,
     /// CA certificates for outgoing TLS; None: the system's bundle.
@@ -241,6 +244,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             sip_listen: "127.0.0.1:5060".parse().unwrap(),
+            sip_udp: true,
             sip_listen_tcp: None,
             sip_listen_tls: None,
             tls_ca: None,
@@ -308,8 +312,23 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let defaults = Config::default();
-        let sip_listen = match s.sip_listen {
-            Some(addr) => addr,
+        let (sip_listen, sip_udp) = match s.sip_listen {
+            Some(ListenAddr::At(addr)) => (addr, true),
+            // No UDP: RTP binds the IP of the stream listener there is.
+            Some(ListenAddr::Off) => {
+                let ip = s
+                    .sip_listen_tcp
+                    .or(s.sip_listen_tls)
+                    .map(|a| a.ip())
+                    .ok_or_else(|| {
+                        invalid(
+                            "sip_listen (--sip-listen, SIP_LISTEN)",
+                            "none",
+                            "needs a TCP or TLS listener when UDP is off",
+                        )
+                    })?;
+                (SocketAddr::new(ip, 0), false)
+            }
             None => {
                 let ip = match env("SIP_LOCAL_IP") {
                     Some(v) => v
@@ -322,7 +341,7 @@ impl Config {
                     Some(v) => parse_port("SIP_LOCAL_PORT", &v)?,
                     None => defaults.sip_listen.port(),
                 };
-                SocketAddr::new(ip, port)
+                (SocketAddr::new(ip, port), true)
             }
         };
         let advertised_ip = match s.advertised_ip {
@@ -421,6 +440,7 @@ impl Config {
             .map_err(|e| invalid("devices", "", e.to_string()))?;
         let config = Config {
             sip_listen,
+            sip_udp,
             sip_listen_tcp: s.sip_listen_tcp,
             sip_listen_tls,
             tls_ca: s.tls_ca,
@@ -631,7 +651,7 @@ mod tests {
         use clap::CommandFactory;
         let cmd = Settings::command();
         let file_keys = toml::Table::try_from(Settings {
-            sip_listen: Some("127.0.0.1:1".parse().unwrap()),
+            sip_listen: Some(ListenAddr::At("127.0.0.1:1".parse().unwrap())),
             ..Settings::default()
         })
         .unwrap();
@@ -686,6 +706,24 @@ mod tests {
         let f = file("badtype", "ring_timeout = \"soon\"\n");
         let e = resolve(&["--config", &f], &[]).unwrap_err();
         assert!(e.contains("ring_timeout") && e.contains(&f), "{e}");
+    }
+
+    #[test]
+    fn udp_can_be_off_when_another_transport_listens() {
+        let e = resolve(&["--sip-listen", "none"], &[]).unwrap_err();
+        assert!(e.contains("TCP or TLS"), "{e}");
+        let c = resolve(
+            &["--sip-listen", "none", "--sip-listen-tcp", "127.0.0.7:5070"],
+            &[],
+        )
+        .unwrap();
+        assert!(!c.sip_udp);
+        assert_eq!(
+            c.sip_listen.ip(),
+            "127.0.0.7".parse::<IpAddr>().unwrap(),
+            "RTP binds the TCP IP"
+        );
+        assert!(resolve(&[], &[]).unwrap().sip_udp);
     }
 
     #[test]

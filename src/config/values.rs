@@ -61,6 +61,36 @@ impl fmt::Display for PortRange {
 }
 string_serde!(PortRange);
 
+/// `IP:PORT`, or `none` for a listener that is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenAddr {
+    At(std::net::SocketAddr),
+    Off,
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Self, String> {
+        match v.trim() {
+            "none" | "off" => Ok(ListenAddr::Off),
+            addr => addr
+                .parse()
+                .map(ListenAddr::At)
+                .map_err(|_| "expected IP:PORT (e.g. 127.0.0.1:5060) or none".to_string()),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::At(addr) => write!(f, "{addr}"),
+            ListenAddr::Off => f.write_str("none"),
+        }
+    }
+}
+string_serde!(ListenAddr);
+
 /// `HOST` or `HOST:PORT` (`[v6]:PORT` for IPv6): a SIP server, registrar or proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPort {

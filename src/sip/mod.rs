@@ -74,7 +74,14 @@ impl SipEndpoint {
         let listening = transports::bind_all(&board.config, &transport, &shutdown).await?;
 
         let mut builder = EndpointBuilder::new();
+        // Call-IDs rsipstack makes (REGISTER, OPTIONS) end in our own
+        // address, not the library's default domain.
+        let option = rsipstack::transaction::endpoint::EndpointOption {
+            callid_suffix: Some(advertised.to_string()),
+            ..Default::default()
+        };
         builder
+            .with_option(option)
             .with_user_agent(concat!("siprelay/", env!("CARGO_PKG_VERSION")))
             .with_cancel_token(shutdown.child_token())
             .with_transport_layer(transport);
@@ -89,14 +96,22 @@ impl SipEndpoint {
         for addr in [listening.tcp, listening.tls].into_iter().flatten() {
             transports::wait_listening(addr).await?;
         }
-        let contact = Uri::try_from(
-            format!(
-                "sip:siprelay@{}",
-                SocketAddr::new(advertised, listening.udp.port())
-            )
-            .as_str(),
-        )
-        .map_err(|e| SipError::Contact(e.to_string()))?;
+        let contact = match (listening.udp, listening.tcp, listening.tls) {
+            (Some(udp), _, _) => {
+                format!("sip:siprelay@{}", SocketAddr::new(advertised, udp.port()))
+            }
+            (None, Some(tcp), _) => format!(
+                "sip:siprelay@{};transport=tcp",
+                SocketAddr::new(advertised, tcp.port())
+            ),
+            (None, None, Some(tls)) => format!(
+                "sips:siprelay@{};transport=tls",
+                SocketAddr::new(advertised, tls.port())
+            ),
+            (None, None, None) => return Err(SipError::Contact("no SIP listener".into())),
+        };
+        let contact =
+            Uri::try_from(contact.as_str()).map_err(|e| SipError::Contact(e.to_string()))?;
         let sip = Arc::new(SipEndpoint {
             board,
             dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
@@ -106,13 +121,17 @@ impl SipEndpoint {
             contact,
         });
         tokio::spawn(route(sip.clone(), incoming));
-        tracing::info!(udp = %listening.udp, tcp = ?listening.tcp, tls = ?listening.tls, "SIP listening");
+        tracing::info!(udp = ?listening.udp, tcp = ?listening.tcp, tls = ?listening.tls, "SIP listening");
         Ok(sip)
     }
 
-    /// The UDP address SIP listens on.
+    /// The address SIP listens on: UDP's, or else TCP's or TLS's.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listening.udp
+        let l = self.listening;
+        l.udp
+            .or(l.tcp)
+            .or(l.tls)
+            .expect("bind_all binds at least one")
     }
 
     /// Every address SIP listens on.
@@ -143,7 +162,10 @@ impl SipEndpoint {
             (Transport::Tls, _, Some(tls), _) => ("sips", listener(tls.port()), ";transport=tls"),
             (Transport::Tcp, None, _, Some(c)) => ("sip", c.addr.to_string(), ";transport=tcp"),
             (Transport::Tls, _, None, Some(c)) => ("sips", c.addr.to_string(), ";transport=tls"),
-            _ => ("sip", listener(self.listening.udp.port()), ""),
+            _ => match self.listening.udp {
+                Some(udp) => ("sip", listener(udp.port()), ""),
+                None => return self.contact.clone(),
+            },
         };
         let text = format!("{scheme}:{user}@{addr}{param}");
         Uri::try_from(text.as_str()).unwrap_or_else(|_| self.contact.clone())

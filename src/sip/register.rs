@@ -86,11 +86,23 @@ async fn run(sip: Arc<SipEndpoint>, account: AccountConfig, stop: CancellationTo
     let mut registration =
         Registration::new(sip.dialogs.endpoint.clone(), Some(credential(&account)));
     let mut policy = RegistrationPolicy::new(Instant::now(), account.expires);
+    let mut keepalive = account.keepalive_interval.map(|secs| {
+        let every = std::time::Duration::from_secs(secs);
+        tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+    });
     loop {
         let due = policy.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = crate::call::handle::sleep_until(due) => {}
+            _ = async { keepalive.as_mut().unwrap().tick().await }, if keepalive.is_some() => {
+                if policy.state() == RegState::Registered {
+                    if let Err(e) = send_keepalive(&sip, &account).await {
+                        tracing::debug!(error = %e, "keep-alive not sent");
+                    }
+                }
+                continue;
+            }
         }
         let Some(attempt) = policy.handle_timeout(Instant::now()) else {
             continue;
@@ -126,6 +138,71 @@ async fn run(sip: Arc<SipEndpoint>, account: AccountConfig, stop: CancellationTo
     }
     policy.stop();
     publish(&sip, &account, &policy, true);
+}
+
+/// Keeps the path to the registrar open (a NAT binding, a proxy's idle
+/// timer): a double CRLF on the account's TCP or TLS connection (RFC
+/// 5626 section 3.5.1), an OPTIONS over UDP.
+async fn send_keepalive(sip: &SipEndpoint, account: &AccountConfig) -> Result<(), String> {
+    use rsipstack::transport::stream::StreamConnection;
+    use rsipstack::transport::{SipAddr, SipConnection};
+    let endpoint = &sip.dialogs.endpoint;
+    let hop = next_hop(account).await?;
+    let transport = match account.transport {
+        SipTransport::Udp => rsipstack::sip::Transport::Udp,
+        SipTransport::Tcp => rsipstack::sip::Transport::Tcp,
+        SipTransport::Tls => rsipstack::sip::Transport::Tls,
+    };
+    let target = SipAddr {
+        r#type: Some(transport),
+        addr: hop.into(),
+    };
+    let (connection, _) = endpoint
+        .transport_layer
+        .lookup(&target, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let crlf = rsipstack::transport::connection::KEEPALIVE_REQUEST;
+    match connection {
+        SipConnection::Tcp(c) => c.send_raw(crlf).await.map_err(|e| e.to_string()),
+        SipConnection::Tls(c) => c.send_raw(crlf).await.map_err(|e| e.to_string()),
+        _ => options(sip, account, target).await,
+    }
+}
+
+/// An out-of-dialog OPTIONS to the registrar; its answer does not matter,
+/// only that the path stays open.
+async fn options(
+    sip: &SipEndpoint,
+    account: &AccountConfig,
+    target: rsipstack::transport::SipAddr,
+) -> Result<(), String> {
+    use rsipstack::transaction::key::{TransactionKey, TransactionRole};
+    use rsipstack::transaction::transaction::Transaction;
+    let endpoint = &sip.dialogs.endpoint;
+    let aor = Uri::try_from(account.aor().as_str()).map_err(|e| e.to_string())?;
+    let via = endpoint.get_via(None, None).map_err(|e| e.to_string())?;
+    let from = rsipstack::sip::typed::From {
+        display_name: None,
+        uri: aor.clone(),
+        params: vec![],
+    }
+    .with_tag(rsipstack::transaction::make_tag());
+    let to = rsipstack::sip::typed::To {
+        display_name: None,
+        uri: aor,
+        params: vec![],
+    };
+    let uri = registrar_uri(account)?;
+    let request =
+        endpoint.make_request(rsipstack::sip::Method::Options, uri, via, from, to, 1, None);
+    let key = TransactionKey::from_request(&request, TransactionRole::Client)
+        .map_err(|e| e.to_string())?;
+    let mut tx = Transaction::new_client(key, request, endpoint.clone(), None);
+    tx.destination = Some(target);
+    tx.send().await.map_err(|e| e.to_string())?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tx.receive()).await;
+    Ok(())
 }
 
 /// One REGISTER (challenges answered inside), as the policy sees it.

@@ -22,7 +22,7 @@ const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The addresses SIP listens on, as bound.
 #[derive(Debug, Clone, Copy)]
 pub struct Listening {
-    pub udp: SocketAddr,
+    pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
     pub tls: Option<SocketAddr>,
 }
@@ -37,16 +37,23 @@ pub async fn bind_all(
     let external = |bound: SocketAddr| {
         (advertised != bound.ip()).then(|| SocketAddr::new(advertised, bound.port()))
     };
-    let bind = config.sip_listen;
-    let udp_external = (bind.port() != 0).then(|| external(bind)).flatten();
-    let udp = UdpConnection::create_connection(bind, udp_external, Some(shutdown.child_token()))
-        .await
-        .map_err(|source| SipError::Bind {
-            addr: bind,
-            source: Box::new(source),
-        })?;
-    let udp_addr = udp.get_addr().get_socketaddr()?;
-    transport.add_transport(udp.into());
+    let udp_addr = match config.sip_udp {
+        true => {
+            let bind = config.sip_listen;
+            let udp_external = (bind.port() != 0).then(|| external(bind)).flatten();
+            let udp =
+                UdpConnection::create_connection(bind, udp_external, Some(shutdown.child_token()))
+                    .await
+                    .map_err(|source| SipError::Bind {
+                        addr: bind,
+                        source: Box::new(source),
+                    })?;
+            let addr = udp.get_addr().get_socketaddr()?;
+            transport.add_transport(udp.into());
+            Some(addr)
+        }
+        false => None,
+    };
 
     let tcp = match config.sip_listen_tcp {
         Some(addr) => {

@@ -41,6 +41,10 @@ pub struct Seen {
 pub struct Registrar {
     pub addr: SocketAddr,
     pub seen: mpsc::UnboundedReceiver<Seen>,
+    /// OPTIONS requests (keep-alives), answered 200.
+    pub options: mpsc::UnboundedReceiver<SipMessage>,
+    /// When set, the `received`/`rport` the registrar claims to have seen.
+    nat: Arc<Mutex<Option<SocketAddr>>>,
     mode: Arc<Mutex<Mode>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -55,17 +59,23 @@ impl Registrar {
         let sock = UdpSocket::bind(bind).await.unwrap();
         let addr = sock.local_addr().unwrap();
         let (tx, seen) = mpsc::unbounded_channel();
+        let (options_tx, options) = mpsc::unbounded_channel();
         let mode = Arc::new(Mutex::new(mode));
+        let nat = Arc::new(Mutex::new(None));
         let task = tokio::spawn(serve(
             sock,
             user.to_string(),
             password.to_string(),
             mode.clone(),
+            nat.clone(),
             tx,
+            options_tx,
         ));
         Registrar {
             addr,
             seen,
+            options,
+            nat,
             mode,
             task,
         }
@@ -73,6 +83,11 @@ impl Registrar {
 
     pub fn set_mode(&self, mode: Mode) {
         *self.mode.lock().unwrap() = mode;
+    }
+
+    /// Claims from now on that requests come from `public` (a NAT in between).
+    pub fn set_nat(&self, public: SocketAddr) {
+        *self.nat.lock().unwrap() = Some(public);
     }
 
     /// The next REGISTER within `wait`.
@@ -201,7 +216,9 @@ async fn serve(
     user: String,
     password: String,
     mode: Arc<Mutex<Mode>>,
+    nat: Arc<Mutex<Option<SocketAddr>>>,
     tx: mpsc::UnboundedSender<Seen>,
+    options: mpsc::UnboundedSender<SipMessage>,
 ) {
     let mut buf = vec![0u8; 65536];
     let nonce = "5f0a1b2c3d4e5f60";
@@ -212,6 +229,13 @@ async fn serve(
         let Some(msg) = SipMessage::parse(&String::from_utf8_lossy(&buf[..n])) else {
             continue;
         };
+        let seen_from = nat.lock().unwrap().unwrap_or(from);
+        if msg.method() == Some("OPTIONS") {
+            let ok = response(&msg, seen_from, "200 OK", "");
+            let _ = sock.send_to(ok.as_bytes(), from).await;
+            let _ = options.send(msg);
+            continue;
+        }
         if msg.method() != Some("REGISTER") {
             continue;
         }
@@ -222,12 +246,12 @@ async fn serve(
         let expires = asked_expires(&msg);
         let (status, text) = match mode {
             Mode::Silent => (0, None),
-            Mode::Refuse(status) => (status, Some(response(&msg, from, &format!("{status} Refused"), ""))),
+            Mode::Refuse(status) => (status, Some(response(&msg, seen_from, &format!("{status} Refused"), ""))),
             Mode::Grant { .. } if !authorized => (
                 401,
                 Some(response(
                     &msg,
-                    from,
+                    seen_from,
                     "401 Unauthorized",
                     &format!("WWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"\r\n"),
                 )),
@@ -240,7 +264,7 @@ async fn serve(
                     200,
                     Some(response(
                         &msg,
-                        from,
+                        seen_from,
                         "200 OK",
                         &format!("Contact: {contact};expires={grant}\r\n"),
                     )),
