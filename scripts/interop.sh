@@ -248,6 +248,25 @@ failed=0
 skipped=0
 failures=()
 daemon_dead=0
+
+# Runs one scenario of a driver (interop.py or pbx.py) and counts it;
+# fails when the scenario failed.
+run_scenario() { # driver name
+    echo "---- $2"
+    local status=0
+    run_child timeout -k 5 "$SCENARIO_LIMIT" python3 "$1" run "$2" || status=$?
+    if [ "$status" -eq 0 ]; then
+        passed=$((passed + 1))
+    elif [ "$status" -eq 3 ]; then
+        # The driver's "skip": the scenario needs something this machine lacks (root).
+        skipped=$((skipped + 1))
+    else
+        failed=$((failed + 1))
+        failures+=("$2")
+        echo "FAIL $2"
+        return 1
+    fi
+}
 for name in "${scenarios[@]}"; do
     if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
         daemon_dead=1
@@ -255,21 +274,8 @@ for name in "${scenarios[@]}"; do
         failures+=("$name (not run: siprelay is gone)")
         continue
     fi
-    echo "---- $name"
     first=$(($(wc -l <"$DAEMON_LOG") + 1))
-    status=0
-    run_child timeout -k 5 "$SCENARIO_LIMIT" python3 "$DRIVER" run "$name" || status=$?
-    if [ "$status" -eq 0 ]; then
-        passed=$((passed + 1))
-    elif [ "$status" -eq 3 ]; then
-        # interop.py's "skip": the scenario needs something this machine lacks (root).
-        skipped=$((skipped + 1))
-    else
-        failed=$((failed + 1))
-        failures+=("$name")
-        echo "FAIL $name"
-        print_daemon_log "$first"
-    fi
+    run_scenario "$DRIVER" "$name" || print_daemon_log "$first"
 done
 
 # ------------------------------------------------------------ 6. shutdown
@@ -318,18 +324,7 @@ fi
 command -v kamailio >/dev/null 2>&1 || die "kamailio not found after installing it"
 command -v baresip >/dev/null 2>&1 || die "baresip not found after installing baresip-core"
 for name in "${pbx_scenarios[@]}"; do
-    echo "---- $name"
-    status=0
-    run_child timeout -k 5 "$SCENARIO_LIMIT" python3 "$PBX" run "$name" || status=$?
-    if [ "$status" -eq 0 ]; then
-        passed=$((passed + 1))
-    elif [ "$status" -eq 3 ]; then
-        skipped=$((skipped + 1))
-    else
-        failed=$((failed + 1))
-        failures+=("$name")
-        echo "FAIL $name"
-    fi
+    run_scenario "$PBX" "$name" || true
 done
 
 echo

@@ -1397,11 +1397,10 @@ def device_simulator_answers_sipp(ctx):
 # ---------------------------------------------------------------- main
 
 
-def run(name):
-    fns = {name_of(fn): fn for fn in SCENARIOS}
-    if name not in fns:
-        raise SystemExit(f"unknown scenario {name}; known: {', '.join(fns)}")
-    ctx = Context(name)
+def guarded(name, body, cleanup, dump):
+    """Runs a scenario's body under the time limit's SIGTERM: 0 when it
+    passes, 1 when it fails (after cleanup and the dump of its traces), 3
+    when it had to be skipped (never in CI)."""
 
     def on_term(signum, _frame):
         raise Fail(f"killed by signal {signum} (scenario time limit)")
@@ -1409,9 +1408,9 @@ def run(name):
     signal.signal(signal.SIGTERM, on_term)
     started = time.monotonic()
     try:
-        fns[name](ctx)
+        body()
     except Skip as e:
-        ctx.cleanup()
+        cleanup()
         if IN_CI:
             print(f"FAIL {name}: {e} (CI runs as root: nothing may be skipped there)", flush=True)
             return 1
@@ -1419,19 +1418,27 @@ def run(name):
         return 3
     except Fail as e:
         print(f"FAIL {name}: {e}", flush=True)
-        ctx.cleanup()
-        ctx.dump()
+        cleanup()
+        dump()
         return 1
     except Exception as e:  # noqa: BLE001
         import traceback
         traceback.print_exc()
         print(f"FAIL {name}: {e!r}", flush=True)
-        ctx.cleanup()
-        ctx.dump()
+        cleanup()
+        dump()
         return 1
-    ctx.cleanup()
+    cleanup()
     print(f"ok   {name} ({time.monotonic() - started:.1f}s)", flush=True)
     return 0
+
+
+def run(name):
+    fns = {name_of(fn): fn for fn in SCENARIOS}
+    if name not in fns:
+        raise SystemExit(f"unknown scenario {name}; known: {', '.join(fns)}")
+    ctx = Context(name)
+    return guarded(name, lambda: fns[name](ctx), ctx.cleanup, ctx.dump)
 
 
 def main(argv):
