@@ -416,15 +416,12 @@ def call_relay_to_phone(phone, relay, client, pbx, transport="udp"):
 # ---------------------------------------------------------------- scenarios
 
 SCENARIOS = []
+name_of = interop.name_of
 
 
 def scenario(fn):
     SCENARIOS.append(fn)
     return fn
-
-
-def name_of(fn):
-    return fn.__name__.replace("_", "-")
 
 
 def setup(procs, work, transport="udp", mediaenc=None, srtp=None):
