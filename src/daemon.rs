@@ -79,17 +79,22 @@ impl Daemon {
         let http_addr = listener
             .local_addr()
             .map_err(|source| StartError::Http { addr, source })?;
-        let app = http::router(AppState {
-            board: board.clone(),
-            dialer: Arc::new(crate::local::Dialing {
+        let app = http::router(
+            AppState {
                 board: board.clone(),
-                sip: sip.clone(),
-            }),
-        });
+                dialer: Arc::new(crate::local::Dialing {
+                    board: board.clone(),
+                    sip: sip.clone(),
+                }),
+            },
+            http_addr,
+        );
         let listener = axum::serve::ListenerExt::tap_io(listener, http::tune_socket);
         let graceful = stop_http.clone();
 
         let http_task = tokio::spawn(async move {
+            // The peer's address, for the guard's per-address refusals.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let server = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { graceful.cancelled().await });
             if let Err(e) = server.await {

@@ -88,6 +88,13 @@ pub struct Metrics {
     pub prompt_errors: Counter,
     pub event_watchers_cut: Counter,
     registrations: Family<RegistrationOutcome, Counter>,
+    http_refused: Family<RefusalReason, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalReason {
+    /// `token`, `origin` or `host`.
+    pub reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -100,6 +107,7 @@ impl Default for Metrics {
             prompt_errors: Counter::default(),
             event_watchers_cut: Counter::default(),
             registrations: Family::default(),
+            http_refused: Family::default(),
         };
         // The series every deployment has, at 0 from the start: a rate over
         // a series that appears only with its first call reads as absent,
@@ -143,6 +151,13 @@ impl Metrics {
                 outcome,
                 status,
             })
+            .inc();
+    }
+
+    /// An HTTP or WebSocket request was refused before its handler.
+    pub fn http_refused(&self, reason: &'static str) {
+        self.http_refused
+            .get_or_create(&RefusalReason { reason })
             .inc();
     }
 
@@ -265,6 +280,11 @@ pub fn render(metrics: &Metrics, now: &Snapshot) -> String {
         "registrations",
         "REGISTER requests answered, by account, outcome and final SIP status",
         metrics.registrations.clone(),
+    );
+    r.register(
+        "http_refused",
+        "HTTP and WebSocket requests refused: a wrong token, a foreign Origin or Host",
+        metrics.http_refused.clone(),
     );
     r.register(
         "prompt_errors",

@@ -295,10 +295,10 @@ async fn every_error_has_its_status_and_a_json_body() {
 #[tokio::test]
 async fn a_token_guards_every_rest_route() {
     let mut config = config("token", 2);
-    config.api_token = Some("sesame".into());
+    config.api_token = Some("sesame-0123456789abcdef".into());
     let daemon = start_with(config).await;
     let http = daemon.http_addr;
-    for (method, path) in [
+    let routes = [
         ("GET", "/calls"),
         ("POST", "/calls"),
         ("GET", "/calls/0123456789abcdef"),
@@ -310,14 +310,35 @@ async fn a_token_guards_every_rest_route() {
         ("GET", "/events"),
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
-    ] {
-        let r = request(http, method, path, &[]).await;
+    ];
+    // At once: each refusal from one address is answered later than the
+    // one before (the guard's slow-down), so one after the other would take long.
+    let refused = futures_util::future::join_all(
+        routes
+            .iter()
+            .map(|(method, path)| request(http, method, path, &[])),
+    )
+    .await;
+    for ((method, path), r) in routes.iter().zip(&refused) {
         assert_eq!(r.status, 401, "{method} {path}");
         assert_eq!(r.json()["error"]["code"], "unauthorized", "{method} {path}");
     }
-    let ok = request(http, "GET", "/calls", &[("Authorization", "Bearer sesame")]).await;
+    let bearer = [("Authorization", "Bearer sesame-0123456789abcdef")];
+    let metrics = String::from_utf8(request(http, "GET", "/metrics", &bearer).await.body).unwrap();
+    assert!(
+        metrics.contains("siprelay_http_refused_total{reason=\"token\"} 11"),
+        "{metrics}"
+    );
+    let ok = request(http, "GET", "/calls", &bearer).await;
     assert_eq!(ok.status, 200);
-    let ok = request_with_body(http, "GET", "/calls?token=sesame", &[], b"").await;
+    let ok = request_with_body(
+        http,
+        "GET",
+        "/calls?token=sesame-0123456789abcdef",
+        &[],
+        b"",
+    )
+    .await;
     assert_eq!(ok.status, 200);
     daemon.shutdown().await;
 }
@@ -381,5 +402,85 @@ async fn websocket_clients_are_unaffected_by_rest_watchers() {
     peer.bye(&mut d).await;
     ws.expect("BYE:").await;
     events.expect("BYE").await;
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn web_pages_of_other_sites_cannot_drive_or_read_the_api() {
+    let mut c = config("cross-site", 2);
+    c.allowed_origins = vec!["https://app.example.com".into()];
+    let daemon = start_with(c).await;
+    let http = daemon.http_addr;
+    let body = br#"{"to":"sip:1002@127.0.0.1:9"}"#;
+
+    // A form or text/plain post (what a page may send without asking): 415.
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ] {
+        let r = request_with_body(http, "POST", "/calls", &[("Content-Type", ct)], body).await;
+        assert_eq!(r.status, 415, "{ct}");
+        assert_eq!(r.json()["error"]["code"], "unsupported_media_type");
+    }
+    // Another site's page: 403, even with JSON; nothing was placed.
+    let evil = [("Origin", "http://evil.example")];
+    let r = request_with_body(http, "POST", "/calls", &evil, body).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["code"], "forbidden");
+    assert_eq!(
+        http::get(http, "/calls").await.json(),
+        serde_json::json!([])
+    );
+    // A rebinding DNS name: the page's origin is its own, but Host is not ours.
+    let rebound = [
+        ("Host", "evil.example:8080"),
+        ("Origin", "http://evil.example:8080"),
+    ];
+    assert_eq!(
+        request(http, "GET", "/recordings", &rebound).await.status,
+        403
+    );
+    assert_eq!(
+        request(http, "GET", "/calls", &[("Host", "evil.example")])
+            .await
+            .status,
+        403
+    );
+    // The WebSocket upgrade from another site is refused before the 101.
+    let url = format!("ws://{http}/ws");
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        url.as_str(),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(req)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("403"), "{refused}");
+
+    // The positive controls: our own origin, an allowed one, no origin.
+    for origin in [format!("http://{http}"), "https://app.example.com".into()] {
+        let r = request_with_body(http, "GET", "/calls", &[("Origin", origin.as_str())], b"").await;
+        assert_eq!(r.status, 200, "{origin}");
+    }
+    let placed = request_with_body(http, "POST", "/calls", &[], body).await;
+    assert_eq!(
+        placed.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&placed.body)
+    );
+    let metrics = String::from_utf8(http::get(http, "/metrics").await.body).unwrap();
+    assert!(
+        metrics.contains("siprelay_http_refused_total{reason=\"origin\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("siprelay_http_refused_total{reason=\"host\"} 2"),
+        "{metrics}"
+    );
     daemon.shutdown().await;
 }

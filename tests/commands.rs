@@ -165,7 +165,7 @@ async fn legacy_call_failed_has_no_call_id() {
 #[tokio::test]
 async fn a_token_is_required_when_one_is_configured() {
     let mut config = Config::loopback(rtp_range(2));
-    config.api_token = Some("s3cret".into());
+    config.api_token = Some("s3cret-token-0123456789".into());
     let daemon = start_with(config).await;
     let url = format!("ws://{}/ws", daemon.http_addr);
     let err = tokio_tungstenite::connect_async(url.as_str())
@@ -176,7 +176,8 @@ async fn a_token_is_required_when_one_is_configured() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
-    let mut ws = WsClient::connect_path(daemon.http_addr, "/ws?token=s3cret").await;
+    let mut ws =
+        WsClient::connect_path(daemon.http_addr, "/ws?token=s3cret-token-0123456789").await;
     ws.send("PING").await;
     ws.expect("PONG").await;
     let mut request =
@@ -184,9 +185,10 @@ async fn a_token_is_required_when_one_is_configured() {
             url.as_str(),
         )
         .unwrap();
-    request
-        .headers_mut()
-        .insert("Authorization", "Bearer s3cret".parse().unwrap());
+    request.headers_mut().insert(
+        "Authorization",
+        "Bearer s3cret-token-0123456789".parse().unwrap(),
+    );
     assert!(tokio_tungstenite::connect_async(request).await.is_ok());
     daemon.shutdown().await;
 }

@@ -1281,7 +1281,8 @@ def rest_dial_play_hang_up(ctx):
     try:
         body = json.dumps({"to": "1002", "play": PLAY_FILE, "hangup_after_play": True}).encode()
         import urllib.request
-        req = urllib.request.Request(f"http://{ctx.http}/calls", data=body, method="POST")
+        req = urllib.request.Request(f"http://{ctx.http}/calls", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
             if r.status != 201:
                 raise Fail(f"POST /calls: {r.status}")

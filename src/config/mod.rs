@@ -78,6 +78,24 @@ pub struct Settings {
     /// Token required from HTTP and WebSocket clients; mandatory off loopback.
     #[arg(long, env = "API_TOKEN", value_name = "TOKEN")]
     pub api_token: Option<Secret>,
+    /// Web origins besides siprelay's own that may call the API, comma-separated
+    /// (e.g. https://app.example.com) [default: none].
+    #[arg(
+        long,
+        env = "ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Names besides its own addresses the daemon is reached by (a reverse
+    /// proxy's), comma-separated, checked against Host [default: none].
+    #[arg(
+        long,
+        env = "ALLOWED_HOSTS",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Option<Vec<String>>,
     /// Log format [default text].
     #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -192,6 +210,10 @@ pub struct Config {
     #[serde(serialize_with = "seconds")]
     pub ring_timeout: Duration,
     pub api_token: Option<String>,
+    /// Web origins besides siprelay's own allowed to call the API.
+    pub allowed_origins: Vec<String>,
+    /// Names besides its own addresses the daemon answers to (Host).
+    pub allowed_hosts: Vec<String>,
     pub log_format: LogFormat,
     pub greeting: Greeting,
     pub greeting_outbound: bool,
@@ -254,6 +276,8 @@ impl Default for Config {
             sip_server: None,
             ring_timeout: Duration::from_secs(30),
             api_token: None,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             log_format: LogFormat::Text,
             greeting: Greeting::BuiltIn,
             greeting_outbound: false,
@@ -456,6 +480,8 @@ impl Config {
                 .api_token
                 .map(|t| t.expose().to_string())
                 .filter(|t| !t.is_empty()),
+            allowed_origins: s.allowed_origins.unwrap_or_default(),
+            allowed_hosts: s.allowed_hosts.unwrap_or_default(),
             log_format: s.log_format.unwrap_or_default(),
             greeting,
             greeting_outbound: s.greeting_outbound.unwrap_or(false),
@@ -476,8 +502,20 @@ impl Config {
         Ok(config)
     }
 
-    /// Off loopback, the HTTP/WebSocket API must be protected by a token.
+    /// Off loopback, the HTTP/WebSocket API must be protected by a token,
+    /// and a token must be long enough not to be guessed.
     pub fn check_access(&self) -> Result<(), ConfigError> {
+        if self
+            .api_token
+            .as_ref()
+            .is_some_and(|t| t.chars().count() < 16)
+        {
+            return Err(invalid(
+                "api_token (--api-token, API_TOKEN)",
+                "",
+                "must be at least 16 characters",
+            ));
+        }
         if !self.http_listen.ip().is_loopback() && self.api_token.is_none() {
             return Err(invalid(
                 "api_token (--api-token, API_TOKEN)",

@@ -155,11 +155,18 @@ fn udp_can_be_off_when_another_transport_listens() {
 #[test]
 fn token_allows_binding_off_loopback() {
     let c = resolve(
-        &["--http-listen", "0.0.0.0:8080", "--api-token", "s3cret"],
+        &[
+            "--http-listen",
+            "0.0.0.0:8080",
+            "--api-token",
+            "s3cret-0123456789ab",
+        ],
         &[],
     )
     .unwrap();
-    assert_eq!(c.api_token.as_deref(), Some("s3cret"));
+    assert_eq!(c.api_token.as_deref(), Some("s3cret-0123456789ab"));
+    let e = resolve(&["--api-token", "short"], &[]).unwrap_err();
+    assert!(e.contains("at least 16") && !e.contains("short"), "{e}");
 }
 
 #[test]
@@ -210,7 +217,7 @@ fn accounts_from_the_file_and_from_flags() {
 fn printed_config_hides_secrets() {
     let f = file(
         "secret",
-        "api_token = \"tok-123\"\n[[accounts]]\nname = \"office\"\nusername = \"2000\"\n\
+        "api_token = \"tok-123-0123456789abc\"\n[[accounts]]\nname = \"office\"\nusername = \"2000\"\n\
          password = \"pw-hidden\"\ndomain = \"pbx.example.net\"\n",
     );
     let c = resolve(&["--config", &f], &[]).unwrap();
@@ -220,7 +227,7 @@ fn printed_config_hides_secrets() {
         "{shown}"
     );
     assert!(
-        !shown.contains("pw-hidden") && !shown.contains("tok-123"),
+        !shown.contains("pw-hidden") && !shown.contains("tok-123-0123456789abc"),
         "{shown}"
     );
     assert!(!format!("{c:?}").contains("pw-hidden"));

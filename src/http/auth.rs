@@ -1,33 +1,15 @@
-//! Token check for every HTTP and WebSocket request.
-//!
-//! With no token configured (allowed only on a loopback listener, see
-//! `Config::check_access`) everything passes. Otherwise the request must carry
-//! `Authorization: Bearer TOKEN` or `?token=TOKEN`, and is refused with 401
-//! (a JSON error) before any WebSocket upgrade. Devices present their own
-//! tokens the same way (`device.rs`).
+//! The token check: `Authorization: Bearer TOKEN` or `?token=TOKEN`, a 401
+//! (a JSON error) otherwise, before any WebSocket upgrade. With no token
+//! configured (allowed only on a loopback listener, see
+//! `Config::check_access`) everything passes. `guard.rs` applies it to the
+//! API; devices present their own tokens the same way (`device.rs`).
 
-use axum::extract::{Query, Request, State};
+use axum::extract::Query;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::ApiError;
-
-pub async fn require_token(
-    State(token): State<Option<String>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(expected) = token else {
-        return next.run(request).await;
-    };
-    if token_matches(request.headers(), request.uri(), &expected) {
-        next.run(request).await
-    } else {
-        unauthorized("missing or wrong token")
-    }
-}
 
 #[derive(Deserialize)]
 struct TokenParam {

@@ -20,8 +20,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use utoipa::ToSchema;
 
-use super::error::{json_body, ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, JsonBody};
 use super::AppState;
 use crate::call::state::{Direction, Phase};
 use crate::call::{Call, Control, Script};
@@ -238,14 +236,13 @@ fn offered(board: &Switchboard, id: &str) -> Result<Arc<Call>, ApiError> {
         (status = 404, description = "`play` names no file, or `account` no account", body = ErrorBody),
         (status = 409, description = "`record` asked while recording is off", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "`play` is not a WAV file", body = ErrorBody),
+        (status = 415, description = "`play` is not a WAV file, or the body is not `application/json`", body = ErrorBody),
         (status = 503, description = "No RTP port pair free", body = ErrorBody),
     ))]
 pub async fn place(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<PlaceCall>,
 ) -> Result<Response, ApiError> {
-    let req: PlaceCall = json_body(&body?)?;
     let to = req.to.trim();
     if to.is_empty() {
         return Err(ApiError::bad_request("to: expected a number or a sip: URI"));
@@ -326,15 +323,14 @@ pub async fn get_one(
         (status = 404, description = "No such call, or `play` names no file", body = ErrorBody),
         (status = 409, description = "The call is not an offered incoming call", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "`play` is not a WAV file", body = ErrorBody),
+        (status = 415, description = "`play` is not a WAV file, or the body is not `application/json`", body = ErrorBody),
         (status = 503, description = "The call is busy", body = ErrorBody),
     ))]
 pub async fn answer(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<AnswerCall>,
 ) -> Result<Json<CallView>, ApiError> {
-    let req: AnswerCall = json_body(&body?)?;
     let board = &state.board;
     let call = offered(board, &id)?;
     let script = script(
@@ -373,14 +369,14 @@ pub async fn answer(
         (status = 404, description = "No such call", body = ErrorBody),
         (status = 409, description = "The call is not an offered incoming call", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 503, description = "The call is busy", body = ErrorBody),
     ))]
 pub async fn reject(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<RejectCall>,
 ) -> Result<StatusCode, ApiError> {
-    let req: RejectCall = json_body(&body?)?;
     if !(400..=699).contains(&req.status) || matches!(req.status, 401 | 407) {
         return Err(ApiError::bad_request(
             "status: expected a 4xx, 5xx or 6xx SIP status other than 401 and 407",
@@ -446,14 +442,13 @@ pub async fn delete(state: State<AppState>, id: Path<String>) -> Result<StatusCo
         (status = 404, description = "No such call or file", body = ErrorBody),
         (status = 409, description = "The call is not connected", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not a WAV file", body = ErrorBody),
+        (status = 415, description = "Not a WAV file, or the body is not `application/json`", body = ErrorBody),
     ))]
 pub async fn play(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<PlayFile>,
 ) -> Result<StatusCode, ApiError> {
-    let req: PlayFile = json_body(&body?)?;
     let board = &state.board;
     let call = find(board, &id)?;
     connected(&call)?;
@@ -481,13 +476,13 @@ pub async fn play(
         (status = 404, description = "No such call", body = ErrorBody),
         (status = 409, description = "The call is not connected", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
     ))]
 pub async fn dtmf(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<SendDtmf>,
 ) -> Result<StatusCode, ApiError> {
-    let req: SendDtmf = json_body(&body?)?;
     let call = find(&state.board, &id)?;
     connected(&call)?
         .send_dtmf(&req.digits)

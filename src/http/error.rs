@@ -92,14 +92,40 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Parses a JSON request body whatever its Content-Type says, so that
-/// `curl -d '{...}'` (form-encoded by default) works as people expect.
-/// An empty body is `{}`.
-pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        bytes
-    };
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("body: {e}")))
+/// A JSON request body: `Content-Type: application/json` (so that no web
+/// page can post one with a form or `text/plain` from another origin), at
+/// most the router's body limit. An empty body is `{}`, whatever its type.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().trim())
+            .is_some_and(|v| v.eq_ignore_ascii_case("application/json"));
+        let bytes = axum::body::Bytes::from_request(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return serde_json::from_slice(b"{}")
+                .map(JsonBody)
+                .map_err(|e| ApiError::bad_request(format!("body: {e}")));
+        }
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a body must be JSON with Content-Type: application/json",
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("body: {e}")))
+    }
 }

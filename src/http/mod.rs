@@ -9,6 +9,7 @@ pub mod connection;
 pub mod device;
 pub mod error;
 pub mod events;
+pub mod guard;
 pub mod observe;
 pub mod openapi;
 pub mod recordings;
@@ -46,8 +47,16 @@ pub fn tune_socket(stream: &mut tokio::net::TcpStream) {
 /// Largest REST request body: a few hundred bytes of JSON are plenty.
 const MAX_BODY: usize = 64 * 1024;
 
-pub fn router(state: AppState) -> Router {
-    let token = state.board.config.api_token.clone();
+/// The routes of a daemon whose HTTP listener is bound at `bound`.
+pub fn router(state: AppState, bound: std::net::SocketAddr) -> Router {
+    let guard = guard::Guard::new(state.board.clone(), bound);
+    let devices = Router::new()
+        .route("/device/{id}", get(device::upgrade))
+        // Devices authenticate with their own tokens, not the API's.
+        .layer(axum::middleware::from_fn_with_state(
+            (guard.clone(), true),
+            guard::guard,
+        ));
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/calls", post(calls::place).get(calls::list))
@@ -74,10 +83,9 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
-            token,
-            auth::require_token,
+            (guard, false),
+            guard::guard,
         ))
-        // Devices authenticate with their own tokens, not the API's.
-        .route("/device/{id}", get(device::upgrade))
+        .merge(devices)
         .with_state(state)
 }

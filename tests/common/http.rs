@@ -50,15 +50,22 @@ pub async fn request_with_body(
     body: &[u8],
 ) -> HttpResponse {
     let mut stream = TcpStream::connect(addr).await.expect("HTTP connects");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("Host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    req.push_str("Connection: close\r\n");
     for (name, value) in headers {
         req.push_str(&format!("{name}: {value}\r\n"));
     }
     if !body.is_empty() || method == "POST" {
-        req.push_str(&format!(
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
+        {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await.unwrap();

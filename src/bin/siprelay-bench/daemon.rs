@@ -176,8 +176,8 @@ impl Drop for Daemon {
 
 async fn healthz(http: SocketAddr) -> anyhow::Result<bool> {
     let mut s = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(http)).await??;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        .await?;
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await?;
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await??;
     Ok(buf[..n].starts_with(b"HTTP/1.1 200"))
