@@ -1,22 +1,35 @@
 //! `PortPairAllocator`: RTP port pairs (an even RTP port and the odd RTCP
 //! port above it) from the configured range.
 //!
-//! Freed pairs go to the back of the queue, so a port is reused as late as
-//! possible and stray packets from an ended call do not reach a new one.
+//! Pairs are handed out in random order, so that nobody can tell which port
+//! the next call will have and send to it while it rings; the pick is among
+//! the longest-free half, so that a freed port is reused as late as can be
+//! and stray packets from an ended call do not reach a new one.
 
 use std::collections::VecDeque;
 
 #[derive(Debug)]
 pub struct PortPairAllocator {
+    /// Oldest-freed first.
     free: VecDeque<u16>,
     first: u16,
     /// Indexed by pair number: whether the pair is in `free`.
     is_free: Vec<bool>,
+    /// xorshift64* state for the random pick.
+    rng: u64,
 }
 
 impl PortPairAllocator {
-    /// All even ports `p` in `low..=high` with `p + 1 <= high`.
+    /// All even ports `p` in `low..=high` with `p + 1 <= high`, handed out
+    /// in an order seeded from the operating system's random source.
     pub fn new(low: u16, high: u16) -> Self {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        Self::with_seed(low, high, u64::from_le_bytes(seed))
+    }
+
+    /// The same, in the order `seed` gives (for tests).
+    pub fn with_seed(low: u16, high: u16, seed: u64) -> Self {
         let first = low + (low % 2);
         let free: VecDeque<u16> = (first..high).step_by(2).collect();
         let is_free = vec![true; free.len()];
@@ -24,12 +37,31 @@ impl PortPairAllocator {
             free,
             first,
             is_free,
+            // splitmix64 spreads any seed over the whole state.
+            rng: {
+                let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                (z ^ (z >> 31)) | 1
+            },
         }
     }
 
-    /// The even RTP port of a free pair.
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// The even RTP port of a free pair: a random one of the longest-free half.
     pub fn allocate(&mut self) -> Option<u16> {
-        let port = self.free.pop_front()?;
+        let candidates = self.free.len().div_ceil(2);
+        if candidates == 0 {
+            return None;
+        }
+        let pick = (self.next_random() % candidates as u64) as usize;
+        let port = self.free.swap_remove_front(pick)?;
         let slot = self.slot(port)?;
         self.is_free[slot] = false;
         Some(port)
@@ -72,21 +104,43 @@ mod tests {
         while let Some(p) = a.allocate() {
             got.push(p);
         }
+        got.sort();
         assert_eq!(got, [31002, 31004, 31006, 31008]);
         assert_eq!(a.total_pairs(), 4);
+        assert_eq!(a.allocate(), None);
     }
 
     #[test]
-    fn exhausts_and_reuses_the_oldest_freed_pair_last() {
-        let mut a = PortPairAllocator::new(40000, 40005);
-        let p1 = a.allocate().unwrap();
-        let p2 = a.allocate().unwrap();
-        assert_eq!(a.allocate(), Some(40004));
-        assert_eq!(a.allocate(), None);
-        a.release(p2);
-        a.release(p1);
-        assert_eq!(a.allocate(), Some(p2));
-        assert_eq!(a.allocate(), Some(p1));
+    fn the_next_port_cannot_be_guessed() {
+        // From the same state, the first pick differs between seeds, and
+        // successive picks are not the ascending sequence.
+        let firsts: std::collections::HashSet<u16> = (0..50)
+            .map(|seed| {
+                PortPairAllocator::with_seed(20000, 29999, seed)
+                    .allocate()
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            firsts.len() > 40,
+            "{} distinct first ports of 50",
+            firsts.len()
+        );
+        let mut a = PortPairAllocator::with_seed(20000, 29999, 7);
+        let seq: Vec<u16> = (0..20).map(|_| a.allocate().unwrap()).collect();
+        let ascending = seq.windows(2).filter(|w| w[1] == w[0] + 2).count();
+        assert!(ascending < 3, "{seq:?}");
+    }
+
+    #[test]
+    fn a_freed_pair_waits_behind_the_longest_free_half() {
+        let mut a = PortPairAllocator::with_seed(40000, 40019, 3);
+        let p = a.allocate().unwrap();
+        a.release(p);
+        // Ten pairs, the freed one last in line: not picked for the next 4.
+        for _ in 0..4 {
+            assert_ne!(a.allocate(), Some(p));
+        }
     }
 
     #[test]

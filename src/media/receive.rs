@@ -52,7 +52,7 @@ pub struct RtpReceiver {
     session: Arc<MediaSession>,
     forward: Option<Forwarder>,
     to_device: bool,
-    latched: Option<SocketAddr>,
+    latch: Latch,
     reception: ReceptionStats,
     dtmf: DtmfDetector,
     /// Checks and decrypts each packet when the call's media is SRTP.
@@ -63,12 +63,13 @@ impl RtpReceiver {
     /// Until `session` says where its far end's audio goes, it goes only to
     /// the recording.
     pub fn new(session: Arc<MediaSession>) -> RtpReceiver {
+        let sdp = session.outbound().peer;
         let mut receiver = RtpReceiver {
             srtp: session.srtp.as_ref().map(|k| k.receiver()),
             session,
             forward: None,
             to_device: false,
-            latched: None,
+            latch: Latch::new(sdp),
             reception: ReceptionStats::default(),
             dtmf: DtmfDetector::default(),
         };
@@ -125,22 +126,19 @@ impl RtpReceiver {
             }
             None => datagram,
         };
-        let packet = match RtpPacket::parse(datagram) {
-            Ok(p) if self.latched.is_none_or(|addr| addr == from) => p,
-            _ => {
-                stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        if self.latched.is_none() {
-            // The first real RTP packet decides where ours go from now on.
-            self.latched = Some(from);
-            session.outbound().peer = from;
-        }
-        let is_event = session.telephone_event == Some(packet.payload_type);
-        if packet.payload_type != session.codec.payload_type && !is_event {
+        let Ok(packet) = RtpPacket::parse(datagram) else {
             stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
             return;
+        };
+        let is_event = session.telephone_event == Some(packet.payload_type);
+        let negotiated = packet.payload_type == session.codec.payload_type || is_event;
+        if !negotiated || !self.latch.accepts(from, packet.ssrc) {
+            stats.packets_ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some(to) = self.latch.newly_latched() {
+            // Symmetric RTP: ours go where the far end's come from.
+            session.outbound().peer = to;
         }
         let arrival = self.reception.on_packet(packet.sequence, packet.timestamp);
         // The receiver lives as long as the session, owner switches included.
@@ -181,6 +179,62 @@ impl RtpReceiver {
         } else if self.to_device {
             session.feed_device(packet.timestamp, pcm);
         }
+    }
+}
+
+/// Which source a call's RTP is taken from (symmetric RTP without the
+/// hijack, "RTP bleed"). The first packet of a negotiated payload type
+/// decides: from the address in the far end's SDP, that address is the
+/// call's from then on (its SSRC may change, as it does across a
+/// transfer); from anywhere else (a far end behind NAT) that source with
+/// that SSRC, until a packet comes from the SDP's address, which takes
+/// over. Packets that came before the answer were discarded, so a stranger
+/// cannot win the race while the call rings.
+#[derive(Debug)]
+struct Latch {
+    /// Where the far end's SDP said its RTP comes from.
+    sdp: SocketAddr,
+    /// The source taken, and its SSRC when it is not the SDP's address.
+    latched: Option<(SocketAddr, Option<u32>)>,
+    /// Set by the packet that latched, until `newly_latched` reads it.
+    fresh: bool,
+}
+
+impl Latch {
+    fn new(sdp: SocketAddr) -> Latch {
+        Latch {
+            sdp,
+            latched: None,
+            fresh: false,
+        }
+    }
+
+    /// Whether a negotiated packet from `from` with `ssrc` is the call's.
+    fn accepts(&mut self, from: SocketAddr, ssrc: u32) -> bool {
+        match self.latched {
+            Some((addr, None)) => addr == from,
+            Some((addr, Some(locked))) if addr == from => locked == ssrc,
+            // The SDP's address wins over whoever came first from elsewhere.
+            Some((_, Some(_))) if from == self.sdp => {
+                self.latched = Some((from, None));
+                self.fresh = true;
+                true
+            }
+            Some(_) => false,
+            None => {
+                let ssrc = (from != self.sdp).then_some(ssrc);
+                self.latched = Some((from, ssrc));
+                self.fresh = true;
+                true
+            }
+        }
+    }
+
+    /// The source, right after the packet that latched to it.
+    fn newly_latched(&mut self) -> Option<SocketAddr> {
+        std::mem::take(&mut self.fresh)
+            .then(|| self.latched.map(|(a, _)| a))
+            .flatten()
     }
 }
 
@@ -227,5 +281,47 @@ impl Forwarder {
         let mut text = String::with_capacity(FRAME_SAMPLES * 4 + self.call.as_str().len() + 16);
         audio::write_event(owner.dialect, self.call.as_str(), &bytes, &mut text);
         owner.send_audio(text);
+    }
+}
+
+#[cfg(test)]
+mod latch_tests {
+    use super::Latch;
+    use std::net::SocketAddr;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_sdp_address_latches_and_may_change_its_ssrc() {
+        let mut l = Latch::new(addr("10.0.0.1:4000"));
+        assert!(l.accepts(addr("10.0.0.1:4000"), 1));
+        assert_eq!(l.newly_latched(), Some(addr("10.0.0.1:4000")));
+        assert_eq!(l.newly_latched(), None);
+        assert!(
+            l.accepts(addr("10.0.0.1:4000"), 2),
+            "a new SSRC from the same place"
+        );
+        assert!(!l.accepts(addr("10.6.6.6:4000"), 1), "a stranger");
+    }
+
+    #[test]
+    fn a_nat_source_is_held_to_its_ssrc_until_the_sdp_address_speaks() {
+        let mut l = Latch::new(addr("10.0.0.1:4000"));
+        assert!(l.accepts(addr("203.0.113.5:6000"), 7));
+        assert_eq!(l.newly_latched(), Some(addr("203.0.113.5:6000")));
+        assert!(l.accepts(addr("203.0.113.5:6000"), 7));
+        assert!(
+            !l.accepts(addr("203.0.113.5:6000"), 8),
+            "same source, other SSRC"
+        );
+        assert!(!l.accepts(addr("198.51.100.9:6000"), 7), "another source");
+        assert!(
+            l.accepts(addr("10.0.0.1:4000"), 9),
+            "the SDP address takes over"
+        );
+        assert_eq!(l.newly_latched(), Some(addr("10.0.0.1:4000")));
+        assert!(!l.accepts(addr("203.0.113.5:6000"), 7));
     }
 }

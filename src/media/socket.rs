@@ -37,6 +37,19 @@ impl RtpSocket {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
     }
+
+    /// Reads and drops whatever is queued (at most a socket buffer's worth):
+    /// what anyone sent before the call was answered reaches nobody. The
+    /// number of datagrams dropped.
+    pub fn discard_pending(&self) -> usize {
+        let mut buf = [0u8; DATAGRAM];
+        let mut dropped = 0;
+        // A socket's receive buffer holds a few thousand datagrams at most.
+        while dropped < 65_536 && self.0.recv_from(&mut buf).is_ok() {
+            dropped += 1;
+        }
+        dropped
+    }
 }
 
 impl AsRawFd for RtpSocket {
@@ -183,6 +196,23 @@ mod tests {
         }
         assert_eq!(seen, (0..(BATCH + 2) as u8).collect::<Vec<_>>());
         assert_eq!(batch.receive(&rx).unwrap(), 0, "empty socket reads nothing");
+    }
+
+    #[test]
+    fn what_was_queued_before_is_discarded() {
+        let rx = RtpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        for _ in 0..5 {
+            tx.send_to(b"early", to).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(rx.discard_pending(), 5);
+        assert_eq!(rx.discard_pending(), 0);
+        tx.send_to(b"later", to).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut batch = RecvBatch::default();
+        assert_eq!(batch.receive(&rx).unwrap(), 1, "later packets are read");
     }
 
     #[test]

@@ -97,6 +97,16 @@ impl Switchboard {
         if let Some(prompt) = script.play {
             session.play(prompt, false);
         }
+        // Whatever reached the socket while the call rang (a stranger's
+        // packets sent to a port it guessed) is not the call's.
+        let early = session.rtp.socket.discard_pending();
+        if early > 0 {
+            session
+                .stats
+                .packets_ignored
+                .fetch_add(early as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(call = %call.id, early, "discarded RTP that came before the answer");
+        }
         // The owner first: the clock's shard may read the far end's first
         // packet as soon as it has the session.
         session.start_receiving(owner);
