@@ -207,13 +207,13 @@ impl ClientHandle {
 
     fn queue_audio(&self, message: Outgoing) {
         let budget = AUDIO_FRAMES_PER_CALL * self.audio_streams.load(Ordering::Relaxed).max(1);
-        if self.audio_queued.load(Ordering::Relaxed) >= budget
-            || self.queue.try_send(message).is_err()
-        {
+        // Counted before it is queued: the writer may take it off the queue
+        // (and count it out) before `try_send` even returns here.
+        let queued = self.audio_queued.fetch_add(1, Ordering::AcqRel);
+        if queued >= budget || self.queue.try_send(message).is_err() {
+            self.audio_queued.fetch_sub(1, Ordering::AcqRel);
             self.frames_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
         }
-        self.audio_queued.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The writer took a message off the queue.

@@ -16,6 +16,7 @@ pub mod events;
 pub mod http;
 pub mod local;
 pub mod media;
+pub mod memory;
 pub mod metrics;
 pub mod prompts;
 pub mod record;

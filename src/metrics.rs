@@ -89,11 +89,20 @@ pub struct Metrics {
     pub event_watchers_cut: Counter,
     registrations: Family<RegistrationOutcome, Counter>,
     http_refused: Family<RefusalReason, Counter>,
+    sip_refused: Family<RefusalReason, Counter>,
+    call_ends: Family<CauseLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    /// `local`, `remote`, `timeout`, `shutdown`, `session-expired` or `no-ack`.
+    pub cause: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalReason {
-    /// `token`, `origin` or `host`.
+    /// HTTP: `token`, `origin` or `host`; SIP: `not_allowed`, `flood`,
+    /// `scanner`, `busy` or `ringing`.
     pub reason: &'static str,
 }
 
@@ -108,6 +117,8 @@ impl Default for Metrics {
             event_watchers_cut: Counter::default(),
             registrations: Family::default(),
             http_refused: Family::default(),
+            sip_refused: Family::default(),
+            call_ends: Family::default(),
         };
         // The series every deployment has, at 0 from the start: a rate over
         // a series that appears only with its first call reads as absent,
@@ -157,6 +168,18 @@ impl Metrics {
     /// An HTTP or WebSocket request was refused before its handler.
     pub fn http_refused(&self, reason: &'static str) {
         self.http_refused
+            .get_or_create(&RefusalReason { reason })
+            .inc();
+    }
+
+    /// A call that had started (offered or dialled) ended so.
+    pub fn call_end(&self, cause: &'static str) {
+        self.call_ends.get_or_create(&CauseLabel { cause }).inc();
+    }
+
+    /// A SIP packet or request was dropped or turned away before a call.
+    pub fn sip_refused(&self, reason: &'static str) {
+        self.sip_refused
             .get_or_create(&RefusalReason { reason })
             .inc();
     }
@@ -285,6 +308,17 @@ pub fn render(metrics: &Metrics, now: &Snapshot) -> String {
         "http_refused",
         "HTTP and WebSocket requests refused: a wrong token, a foreign Origin or Host",
         metrics.http_refused.clone(),
+    );
+    r.register(
+        "call_ends",
+        "Calls ended, by who or what ended them (no-ack: our 200 OK was never ACKed)",
+        metrics.call_ends.clone(),
+    );
+    r.register(
+        "sip_refused",
+        "SIP packets and requests dropped or refused before a call: a source outside \
+         sip_allow, flooding or a scanner, too many live transactions or ringing calls",
+        metrics.sip_refused.clone(),
     );
     r.register(
         "prompt_errors",

@@ -36,6 +36,27 @@ fn a_bad_value_names_its_setting_and_exits_non_zero() {
 }
 
 #[test]
+fn a_start_error_shows_its_cause_once() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(BIN)
+        .args(["--sip-listen", &format!("127.0.0.1:{port}")])
+        .args(["--http-listen", "127.0.0.1:0", "--no-record"])
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot bind SIP"), "{stderr}");
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
 fn sigterm_stops_the_daemon_within_seconds() {
     let mut child = Command::new(BIN)
         .args([

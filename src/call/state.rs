@@ -65,6 +65,35 @@ pub enum EndCause {
     /// The session timer ran out: the far end stopped refreshing, or a
     /// refresh of ours found the dialog gone (RFC 4028).
     SessionExpired,
+    /// Inbound: our 200 OK was never ACKed (RFC 3261 13.3.1.4); the source
+    /// may have been spoofed, so no media was ever sent.
+    NoAck,
+}
+
+impl EndCause {
+    /// Who hung up, as recordings' sidecars and `siprelay_call_ends_total` name it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EndCause::Local => "local",
+            EndCause::Remote => "remote",
+            EndCause::Timeout => "timeout",
+            EndCause::Shutdown => "shutdown",
+            EndCause::SessionExpired => "session-expired",
+            EndCause::NoAck => "no-ack",
+        }
+    }
+
+    /// Why the call ended, in words.
+    pub fn description(&self) -> &'static str {
+        match self {
+            EndCause::Local => "siprelay's side hung up",
+            EndCause::Remote => "the far end hung up",
+            EndCause::Timeout => "no answer in time",
+            EndCause::Shutdown => "siprelay shut down",
+            EndCause::SessionExpired => "the session timer ran out: refreshes stopped",
+            EndCause::NoAck => "the caller never confirmed the answer (no ACK)",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +118,8 @@ pub enum Input {
     },
     /// Inbound: the caller ACKed our 200 OK.
     Acked,
+    /// Inbound: our 200 OK went unACKed for 64×T1 (the SIP layer sent BYE).
+    AckTimeout,
     /// Inbound: the caller sent CANCEL.
     RemoteCancel,
     /// The far end sent BYE.
@@ -254,6 +285,10 @@ impl CallState {
                 self.phase = Connected;
                 vec![Action::StartMedia, Action::Notify(Notice::Connected)]
             }
+            (Answering, Input::AckTimeout) => {
+                self.end(EndCause::NoAck, [Action::Notify(Notice::Bye)])
+            }
+            (_, Input::AckTimeout) => return wrong("time out an ACK"),
             // Later ACK-like news (a re-INVITE's ACK) changes nothing.
             (_, Input::Acked) => Vec::new(),
             (_, Input::Answer) => return wrong("answer"),
@@ -366,6 +401,23 @@ mod tests {
     fn offered() -> (CallState, Instant) {
         let now = Instant::now();
         (CallState::inbound(now, Duration::from_secs(30)), now)
+    }
+
+    #[test]
+    fn an_answer_never_acked_ends_as_no_ack_without_media() {
+        let (mut c, _) = offered();
+        c.handle_input(Input::Answer).unwrap();
+        let actions = c.handle_input(Input::AckTimeout).unwrap();
+        assert_eq!(
+            actions,
+            [Action::Notify(Notice::Bye), Action::Finish(EndCause::NoAck)]
+        );
+        assert!(!actions.contains(&Action::StartMedia));
+        // Once connected, an ACK time-out is not a thing that can happen.
+        let (mut c, _) = offered();
+        c.handle_input(Input::Answer).unwrap();
+        c.handle_input(Input::Acked).unwrap();
+        assert!(c.handle_input(Input::AckTimeout).is_err());
     }
 
     #[test]

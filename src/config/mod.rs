@@ -4,6 +4,7 @@
 //! (clap) are laid over the file (serde), and the result is validated once
 //! into the typed [`Config`] the daemon runs on.
 
+mod protection;
 pub mod values;
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +18,10 @@ use thiserror::Error;
 
 use crate::accounts::AccountConfig;
 use crate::devices::DeviceConfig;
-pub use values::{HostPort, ListenAddr, LogFormat, PortRange, Secret, SipTransport, SrtpMode};
+pub use protection::SipProtection;
+pub use values::{
+    HostPort, ListenAddr, LogFormat, Network, PortRange, Secret, SipTransport, SrtpMode,
+};
 
 /// Every setting: a flag, an environment variable and a key of the file
 /// (the field's name). `None` means "not given here".
@@ -133,6 +137,43 @@ pub struct Settings {
     #[arg(long, env = "SRTP", value_name = "MODE")]
     pub srtp: Option<SrtpMode>,
 
+    /// Source networks SIP is taken from at all, comma-separated (e.g.
+    /// 10.0.0.0/8,192.0.2.10) [default: any].
+    #[arg(
+        long,
+        env = "SIP_ALLOW",
+        value_name = "NETWORKS",
+        value_delimiter = ','
+    )]
+    pub sip_allow: Option<Vec<Network>>,
+    /// Sources never rate-limited, comma-separated; the accounts' registrars
+    /// and proxies are added [default 127.0.0.1,::1].
+    #[arg(
+        long,
+        env = "SIP_TRUSTED",
+        value_name = "NETWORKS",
+        value_delimiter = ','
+    )]
+    pub sip_trusted: Option<Vec<Network>>,
+    /// SIP requests a source may send per flood window before it is ignored [default 16].
+    #[arg(long, env = "SIP_FLOOD_REQUESTS", value_name = "COUNT")]
+    pub sip_flood_requests: Option<u32>,
+    /// Seconds of the flood window [default 2].
+    #[arg(long, env = "SIP_FLOOD_WINDOW", value_name = "SECONDS")]
+    pub sip_flood_window: Option<u64>,
+    /// Seconds a flooding source is ignored [default 300].
+    #[arg(long, env = "SIP_FLOOD_BAN", value_name = "SECONDS")]
+    pub sip_flood_ban: Option<u64>,
+    /// Live SIP transactions beyond which new requests are dropped [default 10000].
+    #[arg(long, env = "SIP_MAX_TRANSACTIONS", value_name = "COUNT")]
+    pub sip_max_transactions: Option<usize>,
+    /// Incoming calls from untrusted sources ringing or awaiting their ACK at once [default 100].
+    #[arg(long, env = "MAX_RINGING_CALLS", value_name = "COUNT")]
+    pub max_ringing_calls: Option<usize>,
+    /// Of those, from any one source [default 8].
+    #[arg(long, env = "MAX_RINGING_PER_SOURCE", value_name = "COUNT")]
+    pub max_ringing_per_source: Option<usize>,
+
     /// One account from flags alone: its user name (and the account's name).
     #[arg(long, env = "SIP_USER", value_name = "USER")]
     pub sip_user: Option<String>,
@@ -228,6 +269,11 @@ pub struct Config {
     /// RFC 4028's 90 s. Not a setting; embedders' tests may lower it to
     /// see refreshes in seconds.
     pub min_se: u32,
+    /// RFC 3261's T1, the round-trip estimate SIP's timers scale with
+    /// (500 ms). Not a setting; embedders' tests may lower it to see a
+    /// missing ACK time out (64×T1) in seconds.
+    #[serde(skip)]
+    pub sip_t1: Duration,
     /// Registrations with PBXs and providers.
     pub accounts: Vec<AccountConfig>,
     /// Boards that connect at `/device/{id}` (`[[devices]]` in the file).
@@ -238,6 +284,8 @@ pub struct Config {
     /// A device that drops in a call has this long to reconnect and resume it.
     #[serde(serialize_with = "seconds")]
     pub device_reconnect_grace: Duration,
+    /// Who may reach SIP, and how much.
+    pub sip_protection: SipProtection,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -286,10 +334,12 @@ impl Default for Config {
             srtp: SrtpMode::Off,
             session_expires: crate::call::session_timer::DEFAULT_SESSION_EXPIRES,
             min_se: crate::call::session_timer::MIN_SE,
+            sip_t1: Duration::from_millis(500),
             accounts: Vec::new(),
             devices: Vec::new(),
             device_ping_interval: Duration::from_secs(15),
             device_reconnect_grace: Duration::from_secs(10),
+            sip_protection: SipProtection::default(),
         }
     }
 }
@@ -379,6 +429,7 @@ impl Config {
             }
             None => sip_listen.ip(),
         };
+        let sip_protection = SipProtection::from_settings(&s)?;
         let sip_listen_tls = match (s.sip_listen_tls, s.tls_cert, s.tls_key) {
             (None, _, _) => None,
             (Some(addr), Some(cert), Some(key)) => Some(TlsListen { addr, cert, key }),
@@ -490,6 +541,7 @@ impl Config {
             srtp: s.srtp.unwrap_or_default(),
             session_expires,
             min_se: defaults.min_se,
+            sip_t1: defaults.sip_t1,
             accounts,
             devices: s.devices,
             device_ping_interval,
@@ -497,6 +549,7 @@ impl Config {
                 .device_reconnect_grace
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.device_reconnect_grace),
+            sip_protection,
         };
         config.check_access()?;
         Ok(config)

@@ -232,3 +232,44 @@ fn printed_config_hides_secrets() {
     );
     assert!(!format!("{c:?}").contains("pw-hidden"));
 }
+
+#[test]
+fn sip_protection_from_the_file_and_flags() {
+    let f = file(
+        "protection",
+        "sip_allow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\nsip_flood_requests = 40\n\
+         max_ringing_per_source = 2\n",
+    );
+    let c = resolve(&["--config", &f, "--sip-flood-ban", "60"], &[]).unwrap();
+    let p = &c.sip_protection;
+    assert!(p.allow[0].contains("10.200.0.1".parse().unwrap()));
+    assert!(!p.allow[0].contains("11.0.0.1".parse().unwrap()));
+    assert!(p.allow[1].contains("2001:db8::7".parse().unwrap()));
+    assert_eq!(p.flood_requests, 40);
+    assert_eq!(p.flood_ban, Duration::from_secs(60));
+    assert_eq!(p.flood_window, Duration::from_secs(2));
+    assert_eq!(p.max_ringing_per_source, 2);
+    // Loopback is trusted unless the setting says otherwise.
+    assert!(p
+        .trusted
+        .iter()
+        .any(|n| n.contains("127.0.0.1".parse().unwrap())));
+    let c = resolve(&["--sip-trusted", "192.0.2.0/24"], &[]).unwrap();
+    assert!(!c.sip_protection.trusted[0].contains("127.0.0.1".parse().unwrap()));
+}
+
+#[test]
+fn bad_sip_protection_values_name_their_setting() {
+    for (args, key) in [
+        (vec!["--sip-allow", "10.0.0.0/33"], "--sip-allow"),
+        (vec!["--sip-allow", "not-a-net"], "--sip-allow"),
+        (vec!["--sip-flood-window", "0"], "sip_flood_window"),
+        (vec!["--max-ringing-calls", "0"], "max_ringing_calls"),
+    ] {
+        let e = resolve(&args, &[]).unwrap_err();
+        assert!(e.contains(key), "{args:?}: {e}");
+    }
+    let f = file("bad-protection", "sip_trusted = [\"1.2.3.4/99\"]\n");
+    let e = resolve(&["--config", &f], &[]).unwrap_err();
+    assert!(e.contains("prefix"), "{e}");
+}

@@ -295,3 +295,73 @@ mod tests {
         assert_eq!(s.expose(), "hunter2");
     }
 }
+
+/// `ADDRESS/PREFIX` (or a bare address): a network SIP sources are matched
+/// against, IPv4 or IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        match (self.addr, ip) {
+            (V4(net), V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (V6(net), V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            // An IPv4 source seen on a dual-stack socket.
+            (V4(_), V6(ip)) => ip
+                .to_ipv4_mapped()
+                .is_some_and(|v4| self.contains(v4.into())),
+            (V6(_), V4(_)) => false,
+        }
+    }
+
+    /// The network holding just `ip`.
+    pub fn host(ip: std::net::IpAddr) -> Network {
+        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+        Network { addr: ip, prefix }
+    }
+}
+
+impl FromStr for Network {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Self, String> {
+        let v = v.trim();
+        let (addr, prefix) = match v.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (v, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| "expected ADDRESS/PREFIX, e.g. 10.0.0.0/8".to_string())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("the prefix must be a number from 0 to {max}"))?,
+        };
+        Ok(Network { addr, prefix })
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+string_serde!(Network);

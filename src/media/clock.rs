@@ -1,9 +1,10 @@
 //! `MediaClock`: the shards that carry every call's RTP, both ways.
 //!
 //! A timer per call would cost 50 wake-ups a second per call; here each
-//! shard (one per worker thread) wakes 200 times a second in all, whatever
-//! its number of calls, and sends each call's packet when it is due. The
-//! packet is encoded into one reused buffer: no allocation per frame. The
+//! shard (one per core, each on a thread of its own, apart from SIP and
+//! HTTP) wakes 200 times a second in all, whatever its number of calls,
+//! and sends each call's packet when it is due. The packet is encoded
+//! into one reused buffer: no allocation per frame. The
 //! same shard task receives its calls' RTP through its intake (one epoll
 //! set for all of them), so a call costs no task of its own.
 //!
@@ -63,24 +64,14 @@ impl MediaClock {
         recordings: Option<Arc<dyn RecordingSink>>,
         shutdown: CancellationToken,
     ) -> std::io::Result<Arc<MediaClock>> {
-        let mut started = Vec::new();
-        for _ in 0..shards.max(1) {
+        let mut all = Vec::new();
+        for i in 0..shards.max(1) {
             let shard = Arc::new(Shard::default());
-            let (intake, waker) = intake()?;
-            started.push((shard, intake, waker));
-        }
-        let shards = started.iter().map(|(s, _, _)| s.clone()).collect();
-        for (shard, intake, waker) in started {
-            tokio::spawn(run_shard(
-                shard,
-                intake,
-                waker,
-                recordings.clone(),
-                shutdown.clone(),
-            ));
+            spawn_shard_thread(i, shard.clone(), recordings.clone(), shutdown.clone())?;
+            all.push(shard);
         }
         Ok(Arc::new(MediaClock {
-            shards,
+            shards: all,
             next: AtomicUsize::new(0),
         }))
     }
@@ -242,6 +233,48 @@ impl Stream {
     }
 }
 
+/// Runs shard `index` on a thread of its own with a single-threaded
+/// runtime: SIP and HTTP work (a flood of requests, thousands of WebSocket
+/// clients) runs on the daemon's runtime and can never hold up a slot.
+/// Returns once the shard has its epoll set, or the reason it cannot.
+fn spawn_shard_thread(
+    index: usize,
+    shard: Arc<Shard>,
+    recordings: Option<Arc<dyn RecordingSink>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(format!("media-{index}"))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                // The epoll set registers with this thread's reactor.
+                let (intake, waker) = match intake() {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                run_shard(shard, intake, waker, recordings, shutdown).await;
+            });
+        })?;
+    ready_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("media thread ended before it started"))?
+}
+
 async fn run_shard(
     shard: Arc<Shard>,
     mut intake: RtpIntake,
@@ -273,6 +306,10 @@ async fn run_shard(
                 }
                 continue;
             }
+        }
+        if Arc::strong_count(&shard) == 1 {
+            // The clock is gone (a daemon dropped without shutting down).
+            return;
         }
         join(&shard, &mut streams, &mut intake, &waker, now);
         let before = streams.len();
@@ -326,6 +363,7 @@ mod tests {
         let binding = RtpBinding {
             socket: RtpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
             lease: PortLease::take(&pool).unwrap(),
+            discarded: None,
         };
         let session = MediaSession::new(
             CallId::from("slot-test"),

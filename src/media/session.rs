@@ -84,6 +84,19 @@ impl MediaStats {
 pub struct RtpBinding {
     pub socket: RtpSocket,
     pub lease: PortLease,
+    /// Datagrams dropped when the call was answered; None: not yet done.
+    pub discarded: Option<usize>,
+}
+
+impl RtpBinding {
+    /// Drops whatever reached the socket before the call was answered (a
+    /// stranger's packets sent to a port it guessed while the call rang):
+    /// nothing from then reaches anyone. Done when our 200 OK goes out, so
+    /// what the caller sends after its ACK is kept however late media starts.
+    pub fn discard_before_answer(&mut self) {
+        let dropped = self.socket.discard_pending();
+        *self.discarded.get_or_insert(0) += dropped;
+    }
 }
 
 #[derive(Debug)]

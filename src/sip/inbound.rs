@@ -15,7 +15,7 @@ use super::requests::{self, DialogNews};
 use super::session::{self, SessionRefresh};
 use super::{caller_of, user_of, SipEndpoint};
 use crate::call::session_timer::Answer;
-use crate::call::state::{Action, CallState, Direction, Input};
+use crate::call::state::{Action, CallState, Direction, Input, Phase};
 use crate::call::{Call, CallId, Control};
 use crate::media::sdp::{self, RemoteMedia};
 use crate::media::session::RtpBinding;
@@ -29,6 +29,7 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
     let board = sip.board.clone();
     let from = caller_of(&tx.original);
     let to = user_of(&tx.original.uri);
+    let source = super::source_ip(&tx.original);
     let account = {
         let to_host = tx
             .original
@@ -37,9 +38,29 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
             .and_then(|h| h.typed().ok())
             .map(|t| t.uri.host_with_port.host.to_string())
             .unwrap_or_default();
-        let source = super::source_ip(&tx.original)
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let source = source.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         crate::accounts::for_incoming(&board.config.accounts, &to, &to_host, source).cloned()
+    };
+    // Unconfirmed calls from untrusted sources are capped before they get
+    // a port pair; the slot is given back on the ACK or the call's end.
+    let unconfirmed = match source.filter(|ip| !sip.admission.is_trusted(*ip)) {
+        Some(ip) => match sip.ringing.take(ip) {
+            Ok(slot) => Some(slot),
+            Err(too_many) => {
+                let refused =
+                    sip.admission
+                        .refuse(ip, super::admission::Refusal::Ringing, Instant::now());
+                super::gate::report(&board, ip, refused);
+                tracing::debug!(%from, %to, ?too_many, "incoming call rejected: too many ringing (503)");
+                board.refused_invite(503);
+                let retry = Header::RetryAfter("30".into());
+                let _ = tx
+                    .reply_with(StatusCode::ServiceUnavailable, vec![retry], None)
+                    .await;
+                return;
+            }
+        },
+        None => None,
     };
     let remote = match sdp::parse(&tx.original.body) {
         Ok(remote) => remote,
@@ -168,6 +189,7 @@ async fn handle_invite(sip: Arc<SipEndpoint>, mut tx: Transaction) {
         srtp,
         ringing: reliable.then(|| session::ReliableRinging::start(Instant::now())),
         prack,
+        unconfirmed,
     };
     task.run(control, &mut dialog_news).await;
     sip.forget_prack(&call_id);
@@ -189,6 +211,8 @@ struct InboundCall {
     ringing: Option<session::ReliableRinging>,
     /// Signalled when that PRACK arrives.
     prack: Option<Arc<tokio::sync::Notify>>,
+    /// The call's place under the cap on unconfirmed calls, until its ACK.
+    unconfirmed: Option<super::ringing::RingingSlot>,
     /// Our SDES answer and the keys, when the media is SRTP.
     srtp: Option<(crate::media::sdp::Sdes, crate::media::srtp::SrtpKeys)>,
 }
@@ -241,6 +265,12 @@ impl InboundCall {
                 news = dialog_news.recv() => match news {
                     Some(state) => match requests::handle(state, &self.our_sdp, self.sip.board.config.min_se).await {
                         DialogNews::Terminated(TerminatedReason::UacCancel) => self.input(Input::RemoteCancel),
+                        DialogNews::Terminated(TerminatedReason::Timeout)
+                            if self.state.phase() == crate::call::state::Phase::Answering =>
+                        {
+                            tracing::info!("no ACK for our 200 OK: ending the call");
+                            self.input(Input::AckTimeout)
+                        }
                         DialogNews::Terminated(reason) => {
                             tracing::debug!(?reason, "dialog terminated");
                             self.input(Input::RemoteBye)
@@ -271,6 +301,9 @@ impl InboundCall {
                 _ = crate::call::handle::sleep_until(deadline) => self.on_timers(Instant::now()),
             };
             self.call.set_phase(self.state.phase());
+            if !matches!(self.state.phase(), Phase::Offered | Phase::Answering) {
+                self.unconfirmed = None;
+            }
             self.call.set_sip_status(self.state.sip_status());
             let _enter = span.enter();
             for action in actions {
@@ -333,6 +366,9 @@ impl InboundCall {
                 }
                 if let Some(r) = self.ringing.as_mut() {
                     r.stop();
+                }
+                if let Some(rtp) = self.rtp.as_mut() {
+                    rtp.discard_before_answer();
                 }
                 if let Err(e) = self
                     .dialog

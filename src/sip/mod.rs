@@ -4,10 +4,13 @@
 //! task ([`inbound`], [`outbound`]) that feeds the pure call state machine
 //! and carries out its actions.
 
+pub mod admission;
+mod gate;
 pub mod inbound;
 pub mod outbound;
 pub mod register;
 mod requests;
+pub mod ringing;
 mod sdes;
 pub mod session;
 pub mod transports;
@@ -58,6 +61,10 @@ pub struct SipEndpoint {
     /// its BYE is sent, and shutdown waits for these before SIP stops.
     byes: tokio_util::task::TaskTracker,
     listening: transports::Listening,
+    /// Who may reach SIP, checked before rsipstack makes transactions.
+    pub(crate) admission: Arc<admission::Admission>,
+    /// Unconfirmed incoming calls from untrusted sources.
+    pub(crate) ringing: Arc<ringing::RingingLimit>,
     /// Our Contact: the advertised address and the bound UDP port.
     pub(crate) contact: Uri,
 }
@@ -71,12 +78,18 @@ impl SipEndpoint {
         transports::install_crypto_provider();
         let advertised = board.advertised_ip();
         let transport = TransportLayer::new(shutdown.child_token());
+        let admission = Arc::new(admission::Admission::new(gate::policy(&board).await));
+        gate::install_whitelist(&transport, admission.clone(), board.clone());
+        let endpoint_ref = Arc::new(std::sync::OnceLock::new());
         let listening = transports::bind_all(&board.config, &transport, &shutdown).await?;
 
         let mut builder = EndpointBuilder::new();
         // Call-IDs rsipstack makes (REGISTER, OPTIONS) end in our own
         // address, not the library's default domain.
+        let t1 = board.config.sip_t1;
         let option = rsipstack::transaction::endpoint::EndpointOption {
+            t1,
+            t1x64: t1 * 64,
             callid_suffix: Some(advertised.to_string()),
             ..Default::default()
         };
@@ -84,8 +97,15 @@ impl SipEndpoint {
             .with_option(option)
             .with_user_agent(concat!("siprelay/", env!("CARGO_PKG_VERSION")))
             .with_cancel_token(shutdown.child_token())
-            .with_transport_layer(transport);
+            .with_transport_layer(transport)
+            .with_transport_inspector(Box::new(gate::Gate {
+                admission: admission.clone(),
+                board: board.clone(),
+                endpoint: endpoint_ref.clone(),
+            }));
         let endpoint = builder.build();
+        let _ = endpoint_ref.set(Arc::downgrade(&endpoint.inner));
+        tokio::spawn(gate::sweep(admission.clone(), shutdown.clone()));
         let incoming = endpoint.incoming_transactions()?;
         let inner = endpoint.inner.clone();
         tokio::spawn(async move {
@@ -112,12 +132,18 @@ impl SipEndpoint {
         };
         let contact =
             Uri::try_from(contact.as_str()).map_err(|e| SipError::Contact(e.to_string()))?;
+        let board_protection = board.config.sip_protection.clone();
         let sip = Arc::new(SipEndpoint {
             board,
             dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
             pracks: Default::default(),
             byes: tokio_util::task::TaskTracker::new(),
             listening,
+            admission,
+            ringing: ringing::RingingLimit::new(
+                board_protection.max_ringing,
+                board_protection.max_ringing_per_source,
+            ),
             contact,
         });
         tokio::spawn(route(sip.clone(), incoming));

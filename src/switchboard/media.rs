@@ -51,7 +51,11 @@ impl Switchboard {
         for _ in 0..total.min(64) {
             let lease = PortLease::take(&self.ports).ok_or(NoPorts)?;
             if let Ok(socket) = RtpSocket::bind(SocketAddr::new(ip, lease.rtp_port())) {
-                return Ok(RtpBinding { socket, lease });
+                return Ok(RtpBinding {
+                    socket,
+                    lease,
+                    discarded: None,
+                });
             }
         }
         Err(NoPorts)
@@ -98,8 +102,12 @@ impl Switchboard {
             session.play(prompt, false);
         }
         // Whatever reached the socket while the call rang (a stranger's
-        // packets sent to a port it guessed) is not the call's.
-        let early = session.rtp.socket.discard_pending();
+        // packets sent to a port it guessed) is not the call's: dropped
+        // now, unless that was done when the call was answered.
+        let early = match session.rtp.discarded {
+            Some(n) => n,
+            None => session.rtp.socket.discard_pending(),
+        };
         if early > 0 {
             session
                 .stats
@@ -223,16 +231,7 @@ impl Switchboard {
             let tap = tap.lock().unwrap_or_else(|e| e.into_inner());
             (tap.key, tap.frames())
         };
-        let (hangup_by, end_reason) = match cause {
-            EndCause::Local => ("local", "siprelay's side hung up"),
-            EndCause::Remote => ("remote", "the far end hung up"),
-            EndCause::Timeout => ("timeout", "no answer in time"),
-            EndCause::Shutdown => ("shutdown", "siprelay shut down"),
-            EndCause::SessionExpired => (
-                "session-expired",
-                "the session timer ran out: refreshes stopped",
-            ),
-        };
+        let (hangup_by, end_reason) = (cause.label(), cause.description());
         recorder.close(
             key,
             frames,

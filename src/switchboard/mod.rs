@@ -439,6 +439,7 @@ impl Switchboard {
             .unwrap_or_default();
         self.metrics
             .call_ended(call.direction.as_str(), call.sip_status(), rtp);
+        self.metrics.call_end(cause.label());
         if let Some(media) = call.media.get() {
             media.stop();
             self.finish_recording(media, cause);

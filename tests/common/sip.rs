@@ -177,9 +177,15 @@ pub struct Dialog {
 
 impl SipPeer {
     pub async fn new(daemon: SocketAddr) -> SipPeer {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        SipPeer::at("127.0.0.1", daemon).await
+    }
+
+    /// A peer on another loopback address (127.0.0.2 and up): a stranger
+    /// to the daemon, which trusts only 127.0.0.1 by default.
+    pub async fn at(ip: &str, daemon: SocketAddr) -> SipPeer {
+        let sock = UdpSocket::bind((ip, 0)).await.unwrap();
         let addr = sock.local_addr().unwrap();
-        let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let rtp = UdpSocket::bind((ip, 0)).await.unwrap();
         let rtp_addr = rtp.local_addr().unwrap();
         SipPeer {
             sock,
