@@ -53,6 +53,7 @@ impl Daemon {
         let stop_sip = CancellationToken::new();
         let stop_http = CancellationToken::new();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        raise_open_files(&config);
         let prompts = Arc::new(PromptLibrary::new(
             config.assets_dir.clone(),
             &config.greeting,
@@ -89,18 +90,13 @@ impl Daemon {
             },
             http_addr,
         );
-        let listener = axum::serve::ListenerExt::tap_io(listener, http::tune_socket);
-        let graceful = stop_http.clone();
-
-        let http_task = tokio::spawn(async move {
-            // The peer's address, for the guard's per-address refusals.
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            let server = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { graceful.cancelled().await });
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let http_task = tokio::spawn(http::server::serve(
+            listener,
+            app,
+            board.config.http_header_timeout,
+            stop_http.clone(),
+            Duration::from_secs(2),
+        ));
         tracing::info!(sip = %sip.local_addr(), http = %http_addr, "siprelay ready");
         Ok(Daemon {
             board,
@@ -141,5 +137,27 @@ impl Daemon {
             // Joins the writer thread: off the async workers.
             let _ = tokio::task::spawn_blocking(move || recorder.stop()).await;
         }
+    }
+}
+
+/// Raises the open-file limit to what the RTP range and the clients need,
+/// and says so: running out shows as calls refused, not as a clear error.
+fn raise_open_files(config: &Config) {
+    let pairs = u64::from(config.rtp_ports.1.saturating_sub(config.rtp_ports.0)) / 2;
+    // Two sockets per call, one per client, and room for SIP, HTTP and files.
+    let needed = pairs * 2 + config.max_clients as u64 + 512;
+    match crate::resources::raise_open_files(needed) {
+        Ok(l) if l.now < needed => tracing::warn!(
+            limit = l.now,
+            needed,
+            "the open-file limit (hard limit {}) is below what the RTP range and max_clients need; \
+             raise it (ulimit -Hn, LimitNOFILE=) or narrow --rtp-ports",
+            l.hard
+        ),
+        Ok(l) if l.now > l.before => {
+            tracing::info!(from = l.before, to = l.now, "open-file limit raised")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
     }
 }

@@ -16,10 +16,10 @@ pub mod events;
 pub mod http;
 pub mod local;
 pub mod media;
-pub mod memory;
 pub mod metrics;
 pub mod prompts;
 pub mod record;
+pub mod resources;
 pub mod sip;
 
 pub mod switchboard;

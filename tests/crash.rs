@@ -103,6 +103,9 @@ async fn a_recording_cut_short_by_kill_9_is_repaired_at_the_next_start() {
     );
     drop(before);
 
+    // Some time passes before siprelay is back.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let restarted = std::time::SystemTime::now();
     let mut second = start(&dir, "30220-30239");
     let repaired = second
         .startup
@@ -132,6 +135,14 @@ async fn a_recording_cut_short_by_kill_9_is_repaired_at_the_next_start() {
     let sidecar: serde_json::Value =
         serde_json::from_slice(&std::fs::read(wav.with_extension("json")).unwrap()).unwrap();
     assert_eq!(sidecar["repaired"], true);
-    assert!(sidecar["ended_at"].is_string());
+    // The call ended where its audio does, not at the restart.
+    let at =
+        |key: &str| siprelay::clock_time::parse_rfc3339(sidecar[key].as_str().unwrap()).unwrap();
+    let (answered, ended) = (at("answered_at"), at("ended_at"));
+    let audio = ended.duration_since(answered).unwrap().as_secs_f64();
+    let duration = sidecar["duration_s"].as_f64().unwrap();
+    assert!((audio - duration).abs() < 0.02, "{audio} s of {duration} s");
+    let gap = restarted.duration_since(ended).unwrap();
+    assert!(gap.as_secs_f64() > 1.0, "ended {gap:?} before the restart");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -100,6 +100,9 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub allowed_hosts: Option<Vec<String>>,
+    /// WebSocket connections (clients and devices) taken at once; more are refused with 503 [default 1000].
+    #[arg(long, env = "MAX_CLIENTS", value_name = "COUNT")]
+    pub max_clients: Option<usize>,
     /// Log format [default text].
     #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -255,6 +258,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Names besides its own addresses the daemon answers to (Host).
     pub allowed_hosts: Vec<String>,
+    /// WebSocket connections taken at once.
+    pub max_clients: usize,
     pub log_format: LogFormat,
     pub greeting: Greeting,
     pub greeting_outbound: bool,
@@ -274,6 +279,11 @@ pub struct Config {
     /// missing ACK time out (64×T1) in seconds.
     #[serde(skip)]
     pub sip_t1: Duration,
+    /// Time for an HTTP request's headers to arrive, and for an idle
+    /// keep-alive connection to send its next request (10 s). Not a
+    /// setting; embedders' tests may lower it.
+    #[serde(skip)]
+    pub http_header_timeout: Duration,
     /// Registrations with PBXs and providers.
     pub accounts: Vec<AccountConfig>,
     /// Boards that connect at `/device/{id}` (`[[devices]]` in the file).
@@ -326,6 +336,7 @@ impl Default for Config {
             api_token: None,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            max_clients: 1000,
             log_format: LogFormat::Text,
             greeting: Greeting::BuiltIn,
             greeting_outbound: false,
@@ -335,6 +346,7 @@ impl Default for Config {
             session_expires: crate::call::session_timer::DEFAULT_SESSION_EXPIRES,
             min_se: crate::call::session_timer::MIN_SE,
             sip_t1: Duration::from_millis(500),
+            http_header_timeout: Duration::from_secs(10),
             accounts: Vec::new(),
             devices: Vec::new(),
             device_ping_interval: Duration::from_secs(15),
@@ -430,6 +442,11 @@ impl Config {
             None => sip_listen.ip(),
         };
         let sip_protection = SipProtection::from_settings(&s)?;
+        let max_clients = match s.max_clients {
+            Some(0) => return Err(invalid("max_clients", "0", "must be at least 1")),
+            Some(n) => n,
+            None => defaults.max_clients,
+        };
         let sip_listen_tls = match (s.sip_listen_tls, s.tls_cert, s.tls_key) {
             (None, _, _) => None,
             (Some(addr), Some(cert), Some(key)) => Some(TlsListen { addr, cert, key }),
@@ -533,6 +550,7 @@ impl Config {
                 .filter(|t| !t.is_empty()),
             allowed_origins: s.allowed_origins.unwrap_or_default(),
             allowed_hosts: s.allowed_hosts.unwrap_or_default(),
+            max_clients,
             log_format: s.log_format.unwrap_or_default(),
             greeting,
             greeting_outbound: s.greeting_outbound.unwrap_or(false),
@@ -542,6 +560,7 @@ impl Config {
             session_expires,
             min_se: defaults.min_se,
             sip_t1: defaults.sip_t1,
+            http_header_timeout: defaults.http_header_timeout,
             accounts,
             devices: s.devices,
             device_ping_interval,

@@ -13,6 +13,7 @@ pub mod guard;
 pub mod observe;
 pub mod openapi;
 pub mod recordings;
+pub mod server;
 pub mod ws;
 
 use std::sync::Arc;

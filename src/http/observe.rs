@@ -42,9 +42,20 @@ pub struct Readiness {
     pub http: bool,
     /// RTP port pairs free for new calls (none free: not ready).
     pub rtp_port_pairs_free: usize,
+    /// WebSocket clients that may still connect (none: not ready).
+    pub websocket_slots_free: usize,
+    /// Files open now, and the process's limit (within 5 % of it: not ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_files_limit: Option<u64>,
+    /// What is wrong, in words, when not ready.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
-/// Ready to take calls: SIP bound, HTTP serving, RTP ports free. 503 otherwise.
+/// Ready to take calls: SIP bound, HTTP serving, RTP ports, WebSocket
+/// slots and open files to spare. 503 otherwise, with the causes.
 #[utoipa::path(get, path = "/readyz", tag = "observe",
     responses(
         (status = 200, description = "Ready", body = Readiness),
@@ -54,11 +65,35 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let board = &state.board;
     let free = board.free_port_pairs();
     let sip = board.sip_ready();
+    let slots = board.connection_slots.available_permits();
+    let files = crate::resources::open_files();
+    let mut problems = Vec::new();
+    if !sip {
+        problems.push("SIP is not listening (starting or shutting down)".to_string());
+    }
+    if free == 0 {
+        problems.push("no RTP port pairs free".to_string());
+    }
+    if slots == 0 {
+        problems.push(format!(
+            "WebSocket clients at max_clients ({})",
+            board.config.max_clients
+        ));
+    }
+    if let Some((open, limit)) = files {
+        if open as u64 >= limit - limit / 20 {
+            problems.push(format!("{open} files open of the limit of {limit}"));
+        }
+    }
     let body = Readiness {
-        ready: sip && free > 0,
+        ready: problems.is_empty(),
         sip,
         http: true,
         rtp_port_pairs_free: free,
+        websocket_slots_free: slots,
+        open_files: files.map(|(open, _)| open),
+        open_files_limit: files.map(|(_, limit)| limit),
+        problems,
     };
     let status = if body.ready {
         StatusCode::OK

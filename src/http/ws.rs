@@ -4,14 +4,17 @@
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::connection::{Connection, MAX_COMMAND_BYTES};
+use super::error::ApiError;
 use super::AppState;
 use crate::client::{ClientHandle, OfferFilter, Outgoing};
 use crate::wire::{Dialect, Event, ProtocolError};
@@ -34,6 +37,9 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Frames are written out once this much is buffered, or at each flush.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
+/// A client is pinged this often; one silent for three intervals is closed.
+const PING_EVERY: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Deserialize)]
 pub struct WsParams {
     dialect: Option<String>,
@@ -50,13 +56,45 @@ pub async fn upgrade(
         _ => Dialect::V1,
     };
     let offers = OfferFilter::parse(params.offers.as_deref().unwrap_or_default());
+    // The connection holds its slot until it closes.
+    let Ok(slot) = state.board.connection_slots.clone().try_acquire_owned() else {
+        return refuse_full(&state);
+    };
     ws.max_message_size(MAX_FRAME_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket: WebSocket| async move {
             let (sink, stream) = socket.split();
-            serve(state, dialect, offers, sink, stream).await
+            serve(state, dialect, offers, sink, stream).await;
+            drop(slot);
         })
+}
+
+/// 503 for a client over `max_clients`; logged at most once a minute.
+fn refuse_full(state: &AppState) -> Response {
+    static LOGGED: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let max = state.board.config.max_clients;
+    state.board.metrics.http_refused("clients_full");
+    {
+        let mut logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            *logged = Some(Instant::now());
+            tracing::warn!(
+                max,
+                "WebSocket clients at max_clients: refusing new ones (logged once a minute)"
+            );
+        }
+    }
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_clients",
+        format!("siprelay takes at most {max} WebSocket clients at once (max_clients)"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    response
 }
 
 /// Runs one client connection to its end.
@@ -93,11 +131,24 @@ where
     // and unregister a waiter under the token's lock every time.
     let closing = connection.client().closing.clone().cancelled_owned();
     tokio::pin!(closing);
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut heard = tokio::time::Instant::now();
     loop {
         let message = tokio::select! {
             m = stream.next() => m,
             _ = &mut closing => return,
+            _ = pings.tick() => {
+                // A peer gone without a FIN (a half-open connection) would
+                // otherwise hold its socket and its offers for ever.
+                if heard.elapsed() >= PING_EVERY * 3 {
+                    connection.client().close_with(1001, "no answer to pings");
+                    return;
+                }
+                connection.client().send_ping();
+                continue;
+            }
         };
+        heard = tokio::time::Instant::now();
         match message {
             Some(Ok(Message::Text(text))) => connection.handle_text(text.as_str()).await,
             Some(Ok(Message::Binary(_))) => {

@@ -215,6 +215,10 @@ impl Store {
 
     fn repair_one(&self, id: &RecordingId) -> io::Result<bool> {
         let wav = self.wav_path(id);
+        // Before the repair writes the header: then it is the last frame's time.
+        let last_written = std::fs::metadata(&wav)?
+            .modified()
+            .unwrap_or(SystemTime::now());
         let fixed = wavfile::repair(&wav)?;
         let sidecar_path = self.sidecar_path(id);
         let sidecar = Sidecar::read(&sidecar_path).ok();
@@ -224,9 +228,6 @@ impl Store {
         }
         let len = std::fs::metadata(&wav)?.len();
         let seconds = (len.saturating_sub(HEADER_LEN) / BLOCK_ALIGN) as f64 / RATE as f64;
-        let ended = std::fs::metadata(&wav)?
-            .modified()
-            .unwrap_or(SystemTime::now());
         let mut s = sidecar.unwrap_or_else(|| Sidecar {
             id: id.0.clone(),
             call_id: id.0[17..].to_string(),
@@ -246,6 +247,14 @@ impl Store {
             repaired: false,
         });
         if s.ended_at.is_none() {
+            // The audio's first sample is the answer: the call ended where
+            // the recorded audio does, not when siprelay came back.
+            let ended = s
+                .answered_at
+                .as_deref()
+                .and_then(crate::clock_time::parse_rfc3339)
+                .map(|answered| answered + std::time::Duration::from_secs_f64(seconds))
+                .unwrap_or(last_written);
             s.ended_at = Some(Utc::from_system(ended).rfc3339());
             s.end_reason = Some("siprelay stopped during the call".into());
         }

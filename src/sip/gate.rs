@@ -168,7 +168,7 @@ pub async fn sweep(admission: Arc<Admission>, shutdown: tokio_util::sync::Cancel
         let before = admission.tracked();
         admission.sweep(Instant::now());
         if before > 0 {
-            crate::memory::give_back();
+            crate::resources::give_back();
         }
     }
 }

@@ -50,12 +50,22 @@ impl Switchboard {
         // A port another program holds is skipped (and goes to the back of the queue).
         for _ in 0..total.min(64) {
             let lease = PortLease::take(&self.ports).ok_or(NoPorts)?;
-            if let Ok(socket) = RtpSocket::bind(SocketAddr::new(ip, lease.rtp_port())) {
-                return Ok(RtpBinding {
-                    socket,
-                    lease,
-                    discarded: None,
-                });
+            match RtpSocket::bind(SocketAddr::new(ip, lease.rtp_port())) {
+                Ok(socket) => {
+                    return Ok(RtpBinding {
+                        socket,
+                        lease,
+                        discarded: None,
+                    })
+                }
+                // Out of open files: every port would fail alike, and the
+                // cause must not pass for a full port range.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    let limit = crate::resources::open_files().map(|(_, l)| l);
+                    tracing::warn!(error = %e, ?limit, "cannot bind RTP: out of open files");
+                    return Err(NoPorts);
+                }
+                Err(_) => {}
             }
         }
         Err(NoPorts)

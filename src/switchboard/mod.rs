@@ -52,6 +52,8 @@ pub struct Switchboard {
     pub devices: crate::devices::registry::DeviceRegistry,
     /// What `GET /accounts` shows; written by the registration tasks.
     pub accounts: crate::accounts::status::AccountBook,
+    /// One permit per WebSocket connection (clients and devices).
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The client id of [`Switchboard::api_owner`]; WebSocket clients count from 1.
@@ -76,6 +78,7 @@ impl Switchboard {
             events: EventBus::default(),
             metrics: Metrics::default(),
             api_owner: Arc::new(ClientHandle::detached(API_OWNER)),
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_clients)),
             sip_ready: Default::default(),
             devices: crate::devices::registry::DeviceRegistry::new(&config.devices),
             accounts: crate::accounts::status::AccountBook::new(&config.accounts),
