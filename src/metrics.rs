@@ -60,6 +60,9 @@ pub struct RtpTotals {
     pub out_of_order: u64,
     pub duplicated: u64,
     pub send_errors: u64,
+    /// Packets dropped unread: before the answer, from a stranger, of a
+    /// payload type not negotiated, or failing SRTP authentication.
+    pub ignored: u64,
 }
 
 impl std::ops::AddAssign for RtpTotals {
@@ -73,6 +76,7 @@ impl std::ops::AddAssign for RtpTotals {
         self.out_of_order += o.out_of_order;
         self.duplicated += o.duplicated;
         self.send_errors += o.send_errors;
+        self.ignored += o.ignored;
     }
 }
 
@@ -101,7 +105,7 @@ pub struct CauseLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalReason {
-    /// HTTP: `token`, `origin` or `host`; SIP: `not_allowed`, `flood`,
+    /// HTTP: `token`, `device_token`, `origin`, `host` or `clients_full`; SIP: `not_allowed`, `flood`,
     /// `scanner`, `busy` or `ringing`.
     pub reason: &'static str,
 }
@@ -287,6 +291,12 @@ pub fn render(metrics: &Metrics, now: &Snapshot) -> String {
             rtp.duplicated,
         ),
         (
+            "rtp_packets_ignored",
+            "RTP packets dropped unread: before the answer, from a stranger, of a \
+             payload type not negotiated, or failing SRTP authentication",
+            rtp.ignored,
+        ),
+        (
             "rtp_send_errors",
             "RTP packets the kernel refused to send",
             rtp.send_errors,
@@ -306,7 +316,7 @@ pub fn render(metrics: &Metrics, now: &Snapshot) -> String {
     );
     r.register(
         "http_refused",
-        "HTTP and WebSocket requests refused: a wrong token, a foreign Origin or Host",
+        "HTTP and WebSocket requests refused: a wrong token (the API's or a device's), a foreign Origin or Host, or max_clients reached",
         metrics.http_refused.clone(),
     );
     r.register(

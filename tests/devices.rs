@@ -243,6 +243,13 @@ async fn a_wrong_token_or_an_unknown_id_is_refused_before_the_upgrade() {
         assert_eq!(r.status, 401, "{path}");
         assert_eq!(r.json()["error"]["code"], "unauthorized");
     }
+    // Counted like the API's wrong tokens (and slowed down per address).
+    let metrics = http::get(http, "/metrics").await.body;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("siprelay_http_refused_total{reason=\"device_token\"} 4"),
+        "{metrics}"
+    );
     let url = format!("ws://{http}/device/door?token=nope");
     assert!(tokio_tungstenite::connect_async(url).await.is_err());
     // The bearer header works as well as the query.

@@ -252,17 +252,33 @@ pub async fn guard(
             _ => None,
         },
     };
-    let Some((why, response)) = refused else {
-        if let Some(source) = source {
-            guard.failures.forgive(source);
+    let path = request.uri().path().to_string();
+    let (why, response) = match refused {
+        Some(refusal) => refusal,
+        // Devices check their own tokens: a 401 from the handler is a
+        // wrong token as much as one refused here.
+        None if token_exempt => {
+            let response = next.run(request).await;
+            if response.status() != StatusCode::UNAUTHORIZED {
+                if let Some(source) = source {
+                    guard.failures.forgive(source);
+                }
+                return response;
+            }
+            ("device_token", response)
         }
-        return next.run(request).await;
+        None => {
+            if let Some(source) = source {
+                guard.failures.forgive(source);
+            }
+            return next.run(request).await;
+        }
     };
     guard.board.metrics.http_refused(why);
     if let Some(source) = source {
         let (delay, log) = guard.failures.strike(source, Instant::now());
         if log {
-            tracing::warn!(%source, why, path = %request.uri().path(), "HTTP request refused (logged once a minute per address)");
+            tracing::warn!(%source, why, %path, "HTTP request refused (logged once a minute per address)");
         }
         tokio::time::sleep(delay).await;
     }

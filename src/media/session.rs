@@ -74,6 +74,7 @@ impl MediaStats {
             out_of_order: get(&self.packets_out_of_order),
             duplicated: get(&self.packets_duplicated),
             send_errors: get(&self.send_errors),
+            ignored: get(&self.packets_ignored),
         }
     }
 }

@@ -303,7 +303,7 @@ async fn route(sip: Arc<SipEndpoint>, mut incoming: TransactionReceiver) {
     }
 }
 
-fn validate_request(req: &rsipstack::sip::Request) -> Result<(), validate::Invalid> {
+pub fn validate_request(req: &rsipstack::sip::Request) -> Result<(), validate::Invalid> {
     let method = req.method.to_string();
     let uri = req.uri.to_string();
     let rendered: Vec<String> = req.headers.iter().map(|h| h.to_string()).collect();
