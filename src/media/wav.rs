@@ -51,6 +51,14 @@ pub fn decode_to_call_rate(source: impl Read) -> Result<Vec<i16>, WavError> {
             spec.channels, spec.sample_rate
         )));
     }
+    // hound takes an extensible header's valid-bits field as the sample
+    // width, whatever it says; integer samples are read as i32.
+    if spec.sample_format == hound::SampleFormat::Int && !(1..=32).contains(&spec.bits_per_sample) {
+        return Err(WavError::Unsupported(format!(
+            "{}-bit integer samples",
+            spec.bits_per_sample
+        )));
+    }
     let frames = reader.duration() as u64;
     if frames > MAX_PROMPT_SECONDS as u64 * spec.sample_rate as u64 {
         return Err(WavError::TooLong);
@@ -208,6 +216,24 @@ mod tests {
         let pcm = decode_to_call_rate(Cursor::new(wav)).unwrap();
         let level = rms(&pcm[1000..7000]) / 32768.0;
         assert!(level < 0.01, "6 kHz leaked through as RMS {level}");
+    }
+
+    #[test]
+    fn an_extensible_header_claiming_65_bit_samples_is_refused() {
+        // Found by the `wav` fuzz target: wValidBitsPerSample = 65 made the
+        // integer scale's shift overflow.
+        const FILE: [u8; 68] = [
+            0x52, 0x49, 0x46, 0x46, 0x3c, 0x00, 0x00, 0x00, 0x57, 0x41, 0x56, 0x45, 0x66, 0x6d,
+            0x74, 0x20, 0x28, 0x00, 0x00, 0x00, 0xfe, 0xff, 0x01, 0x00, 0x40, 0x1f, 0x00, 0x00,
+            0x80, 0x3e, 0x00, 0x00, 0x02, 0x00, 0x10, 0x00, 0x16, 0x00, 0x41, 0x00, 0x04, 0x00,
+            0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xaa,
+            0x00, 0x38, 0x9b, 0x71, 0x64, 0x61, 0x74, 0x61, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let e = decode_to_call_rate(Cursor::new(FILE.to_vec())).unwrap_err();
+        assert!(
+            matches!(e, WavError::Unsupported(ref why) if why.contains("65-bit")),
+            "{e}"
+        );
     }
 
     #[test]
